@@ -1,0 +1,255 @@
+"""The `Queue` protocol: where mail waits, and the types every backend shares.
+
+A backend stores messages (already rendered to RFC 5322 bytes at enqueue), hands them out in
+batches under a fenced worker lease, grants the `committing` mark as a compare-and-set on
+(message, worker, epoch), and applies outcomes in batches under the same check.
+Times are POSIX seconds (float) throughout.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+class MessageState(enum.StrEnum):
+    """States as in DESIGN.md, "Message states"."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    COMMITTING = "committing"
+    DEFERRED = "deferred"  # waiting for its retry time; claimable again once due
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    FAILED = "failed"
+    AMBIGUOUS = "ambiguous"
+    SUPPRESSED = "suppressed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset(
+    {
+        MessageState.DELIVERED,
+        MessageState.BOUNCED,
+        MessageState.FAILED,
+        MessageState.AMBIGUOUS,
+        MessageState.SUPPRESSED,
+        MessageState.CANCELLED,
+    }
+)
+# States an outcome write may set. `queued` is for "not sendable now" (no attempt counted).
+OUTCOME_STATES = frozenset(
+    {
+        MessageState.QUEUED,
+        MessageState.DEFERRED,
+        MessageState.DELIVERED,
+        MessageState.BOUNCED,
+        MessageState.FAILED,
+        MessageState.AMBIGUOUS,
+        MessageState.SUPPRESSED,
+    }
+)
+
+
+class QueueError(Exception):
+    """Base of queue errors; `code` is a short machine-readable reason."""
+
+    code = "queue_error"
+
+
+class IdempotencyConflict(QueueError, ValueError):
+    """The same (account, idempotency_key) was enqueued before with a different payload."""
+
+    code = "idempotency_conflict"
+
+    def __init__(self, account: str, idempotency_key: str, existing_id: str) -> None:
+        super().__init__(
+            f"idempotency key {idempotency_key!r} of account {account!r} was used "
+            f"with a different payload (message {existing_id})"
+        )
+        self.account = account
+        self.idempotency_key = idempotency_key
+        self.existing_id = existing_id
+        self.key_path = "idempotency_key"
+
+
+class LeaseLost(QueueError, RuntimeError):
+    """The worker's lease was taken over; it must stop writing under its old epoch."""
+
+    code = "lease_lost"
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A validated, rendered message ready to be stored.
+
+    `body` is the RFC 5322 message (CRLF line ends, no DKIM-Signature yet).
+    `verp_token` identifies the message in the envelope sender's local part; the platform
+    domain after `@` is chosen per attempt by the pools.
+    """
+
+    id: str
+    account: str
+    idempotency_key: str
+    payload_hash: str
+    author_domain: str
+    rcpt: str
+    rcpt_domain: str
+    verp_token: str
+    message_id: str
+    body: bytes
+    stream: str = "transactional"
+    priority: int = 0
+    campaign: str | None = None
+    pool: str | None = None
+    due_at: float = 0.0
+    expires_at: float | None = None
+    smtputf8: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """`created` is False when an identical earlier enqueue was found (deduplicated)."""
+
+    id: str
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A worker's lease: every claim carries it, every later write is fenced by it."""
+
+    worker_id: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedMessage:
+    """A message handed to a worker under `lease`; state is `sending`."""
+
+    id: str
+    account: str
+    author_domain: str
+    rcpt: str
+    rcpt_domain: str
+    verp_token: str
+    message_id: str
+    body: bytes
+    stream: str
+    priority: int
+    campaign: str | None
+    pool: str | None
+    attempts: int
+    enqueued_at: float
+    expires_at: float | None
+    smtputf8: bool
+    lease: Lease
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRecord:
+    """The result of one attempt (or a decision not to attempt).
+
+    `state` is one of OUTCOME_STATES. `counts_attempt` is False for "not sendable now"
+    (returned to the queue without an attempt). `retry_at` is required for `deferred`
+    and `queued`.
+    """
+
+    id: str
+    state: MessageState
+    counts_attempt: bool = True
+    retry_at: float | None = None
+    reply_code: int | None = None
+    reply_text: str | None = None
+    source_ip: str | None = None
+    platform_domain: str | None = None
+    mx_host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What a recovery pass did with the messages of dead or expired workers."""
+
+    workers: int = 0
+    requeued: int = 0
+    ambiguous: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCounts:
+    """Counts for `maildispatch status`."""
+
+    by_state: dict[str, int] = field(default_factory=dict)
+    by_pool: dict[str, dict[str, int]] = field(default_factory=dict)
+    by_source_ip: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """One message's stored state, for status, tests and the chaos checker."""
+
+    id: str
+    account: str
+    idempotency_key: str
+    state: MessageState
+    attempts: int
+    rcpt: str
+    last_reply_code: int | None
+    last_reply_text: str | None
+    source_ip: str | None
+    platform_domain: str | None
+
+
+@runtime_checkable
+class Queue(Protocol):
+    """What every backend provides. All methods are coroutines; none blocks the loop."""
+
+    async def open(self) -> None:
+        """Create or migrate the schema as needed and open connections."""
+
+    async def close(self) -> None:
+        """Release connections and this process's worker locks."""
+
+    async def enqueue_many(self, messages: Sequence[NewMessage]) -> list[EnqueueResult]:
+        """Store messages atomically per message; dedupe by (account, idempotency_key).
+
+        Same key and payload_hash returns the original id with created=False; a different
+        payload raises IdempotencyConflict for that message and stores none of the batch.
+        """
+
+    async def register_worker(self) -> Lease:
+        """Register this worker and return its lease (a fresh, larger epoch)."""
+
+    async def heartbeat(self, lease: Lease) -> bool:
+        """Renew the lease; False when it was taken over (the worker must stop)."""
+
+    async def claim(self, lease: Lease, limit: int, now: float) -> list[ClaimedMessage]:
+        """Claim up to `limit` due messages (queued or deferred with due_at <= now),
+        ordered by priority (higher first) then due time; they become `sending`."""
+
+    async def mark_committing(self, lease: Lease, ids: Sequence[str]) -> set[str]:
+        """Compare-and-set `sending` -> `committing` for messages held under `lease`.
+
+        Returns the ids granted; durable before it returns. A worker whose lease was
+        taken over gets an empty set and must not write the final dot."""
+
+    async def record_outcomes(self, lease: Lease, outcomes: Sequence[OutcomeRecord]) -> int:
+        """Apply outcomes of messages held under `lease` (fenced); returns how many applied."""
+
+    async def recover(self, now: float, ambiguous_policy: dict[str, str] | None = None) -> RecoveryReport:
+        """Take over the messages of dead workers: `sending` back to `queued`, `committing`
+        to `ambiguous` (or per stream policy: "retry" requeues). Safe to run concurrently."""
+
+    async def counts(self) -> StatusCounts:
+        """Counts per state, per pool and per source IP."""
+
+    async def next_due(self) -> float | None:
+        """Earliest due time among queued/deferred messages, None when nothing waits."""
+
+    async def active_count(self) -> int:
+        """Messages not yet terminal (queued, deferred, sending, committing)."""
+
+    async def get(self, ids: Sequence[str]) -> list[MessageRecord]:
+        """Stored records of the given ids (missing ids are left out)."""
