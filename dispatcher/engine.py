@@ -1,0 +1,391 @@
+"""The engine: claim in batches, route, pick IP and platform domain, deliver, record outcomes.
+
+One engine is one worker (one lease) on one event loop. Side tasks (mark writer, outcome
+writer, heartbeat, recovery) are watched: if one dies, the engine stops. On stop, messages
+not yet started go back to the queue without an attempt; sessions in flight get
+`shutdown_timeout` to finish; outcomes are written before the engine returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from dispatcher.config import Config
+from dispatcher.delivery import Attempt, Lane, LaneSettings, Work
+from dispatcher.dkim import DkimSigner
+from dispatcher.group_commit import MarkWriter, OutcomeWriter
+from dispatcher.metrics import Metrics
+from dispatcher.outcomes import Classifier, Verdict
+from dispatcher.routing import Resolution, Router, RouteKind
+from dispatcher.smtp import SessionTimeouts
+from dispatcher.verp import Verp
+from ip_pools import PoolSet
+from queues.protocol import ClaimedMessage, Lease, MessageState, OutcomeRecord, Queue
+
+log = logging.getLogger(__name__)
+
+_VERDICT_STATE = {
+    Verdict.DELIVERED: MessageState.DELIVERED,
+    Verdict.DEFERRED: MessageState.DEFERRED,
+    Verdict.BOUNCED: MessageState.BOUNCED,
+    Verdict.FAILED: MessageState.FAILED,
+    Verdict.AMBIGUOUS: MessageState.AMBIGUOUS,
+    Verdict.RELEASED: MessageState.QUEUED,
+}
+
+
+@dataclass(slots=True)
+class RunStats:
+    """What one run did, counted by the engine (the demo checks the sink independently)."""
+
+    started: float = field(default_factory=time.monotonic)
+    finished: float = 0.0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    by_source_ip: Counter[str] = field(default_factory=Counter)
+    by_platform_domain: Counter[str] = field(default_factory=Counter)
+    claimed: int = 0
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+
+class EngineStopped(RuntimeError):
+    """A side task of the engine died; `code` says which."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Engine:
+    """One worker: a lease, a claim loop, delivery lanes and the group-commit writers."""
+
+    def __init__(
+        self,
+        config: Config,
+        queue: Queue,
+        pools: PoolSet,
+        router: Router,
+        signer: DkimSigner,
+        verp: Verp,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.queue = queue
+        self.pools = pools
+        self.router = router
+        self.signer = signer
+        self.verp = verp
+        self.metrics = metrics
+        self.clock = clock
+        d = config.dispatch
+        self.classifier = Classifier(d.retry_schedule, max_attempts=d.max_attempts)
+        self._settings = LaneSettings(
+            sessions_per_host=d.sessions_per_host,
+            messages_per_session=d.messages_per_session,
+            timeouts=SessionTimeouts(
+                config.smtp.connect_timeout, config.smtp.command_timeout, config.smtp.data_timeout
+            ),
+            starttls=config.smtp.starttls == "opportunistic",
+        )
+        self._ambiguous_policy = {name: s.ambiguous for name, s in config.streams.items()}
+        self._lanes: dict[tuple[str, str], Lane] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._inflight = 0
+        self._stats = RunStats()
+        self._progress: Callable[[RunStats], None] | None = None
+        self._lease: Lease | None = None
+        self._marks: MarkWriter | None = None
+        self._outcomes: OutcomeWriter | None = None
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def run(
+        self,
+        stop: asyncio.Event | None = None,
+        *,
+        drain: bool = False,
+        progress: Callable[[RunStats], None] | None = None,
+    ) -> RunStats:
+        """Dispatch until `stop` is set (or, with drain, until nothing is due)."""
+        stop = stop or asyncio.Event()
+        self._progress = progress
+        self._stats = RunStats()
+        lease = await self.queue.register_worker()
+        self._lease = lease
+        self._marks = MarkWriter(self.queue, lease, self.config.dispatch.mark_interval)
+        self._outcomes = OutcomeWriter(
+            self.queue, lease, self.config.dispatch.outcome_interval, on_applied=self._applied
+        )
+        slots = asyncio.Semaphore(self.config.dispatch.max_sessions)
+        side = {
+            asyncio.create_task(self._marks.run(), name="mark-writer"),
+            asyncio.create_task(self._outcomes.run(), name="outcome-writer"),
+            asyncio.create_task(self._heartbeat(lease, stop), name="heartbeat"),
+            asyncio.create_task(self._recovery(stop), name="recovery"),
+        }
+        claim = asyncio.create_task(self._claim_loop(lease, slots, stop, drain), name="claim")
+        try:
+            done, _ = await asyncio.wait(side | {claim}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not claim and not task.cancelled() and task.exception() is not None:
+                    exc = task.exception()
+                    log.error("engine side task %s died: %r", task.get_name(), exc)
+                    stop.set()
+                    raise EngineStopped(task.get_name(), f"{task.get_name()} died: {exc!r}")
+            if claim in done:
+                claim.result()
+        finally:
+            stop.set()
+            if not claim.done():
+                claim.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await claim
+            await self._shutdown()
+            for task in side:
+                task.cancel()
+            await asyncio.gather(*side, return_exceptions=True)
+            self._stats.finished = time.monotonic()
+        return self._stats
+
+    async def _claim_loop(
+        self, lease: Lease, slots: asyncio.Semaphore, stop: asyncio.Event, drain: bool
+    ) -> None:
+        batch_size = self.config.dispatch.claim_batch
+        high_water = max(batch_size * 2, self.config.dispatch.max_sessions * 4)
+        assert self._outcomes is not None
+        while not stop.is_set():
+            if self._inflight >= high_water or self._outcomes.full:
+                await asyncio.sleep(0.005)
+                continue
+            want = min(batch_size, high_water - self._inflight)
+            messages = await self.queue.claim(lease, want, self.clock())
+            if messages:
+                self._stats.claimed += len(messages)
+                await self._dispatch(messages, slots)
+                continue
+            if drain and self._inflight == 0:
+                await self._outcomes.drain(self.config.dispatch.shutdown_timeout)
+                due = await self.queue.next_due()
+                if due is None or due > self.clock():
+                    return
+                continue
+            await self._wait_for_work(stop)
+
+    async def _wait_for_work(self, stop: asyncio.Event) -> None:
+        poll = self.config.dispatch.poll_interval
+        if self._inflight:
+            poll = min(poll, 0.02)
+        waiter = getattr(self.queue, "wait_for_work", None)
+        with contextlib.suppress(TimeoutError):
+            if waiter is not None and not self._inflight:
+                await asyncio.wait_for(waiter(poll), timeout=poll + 1.0)
+            else:
+                await asyncio.wait_for(stop.wait(), timeout=poll)
+
+    async def _dispatch(self, messages: list[ClaimedMessage], slots: asyncio.Semaphore) -> None:
+        """Route each claimed message and put it on its lane."""
+        domains = {m.rcpt_domain for m in messages}
+        routes: dict[str, Resolution] = {}
+        for dom in domains:
+            routes[dom] = await self.router.resolve(dom)
+        assert self._outcomes is not None
+        now = self.clock()
+        for msg in messages:
+            self._inflight += 1
+            res = routes[msg.rcpt_domain]
+            if res.kind != RouteKind.OK:
+                self._route_failure(msg, res, now)
+                continue
+            try:
+                pick = self.pools.pick(msg.pool)
+            except KeyError:
+                self._finish(
+                    msg,
+                    OutcomeRecord(
+                        msg.id, MessageState.FAILED, reply_text=f"unknown pool {msg.pool!r}"
+                    ),
+                )
+                continue
+            work = Work(
+                message=msg,
+                pick=pick,
+                mail_from=self.verp.address(msg.verp_token, pick.domain.domain),
+                hosts=res.hosts,
+            )
+            key = (pick.source.address, res.hosts[0].name)
+            lane = self._lanes.get(key)
+            if lane is None:
+                lane = Lane(
+                    key,
+                    self._settings,
+                    slots,
+                    self.router.breaker,
+                    self._prepare,
+                    self._request_mark,
+                    self._attempted,
+                    self._spawn,
+                )
+                self._lanes[key] = lane
+            lane.put(work)
+
+    def _route_failure(self, msg: ClaimedMessage, res: Resolution, now: float) -> None:
+        text = f"{res.code}: {res.reason}"
+        if res.kind == RouteKind.BOUNCE:
+            self._finish(msg, OutcomeRecord(msg.id, MessageState.BOUNCED, reply_text=text))
+            return
+        attempt = msg.attempts + 1
+        if attempt >= self.classifier.max_attempts:
+            self._finish(msg, OutcomeRecord(msg.id, MessageState.FAILED, reply_text=text))
+            return
+        retry = now + self.classifier.backoff(attempt)
+        self._finish(
+            msg, OutcomeRecord(msg.id, MessageState.DEFERRED, retry_at=retry, reply_text=text)
+        )
+
+    # -- per message -----------------------------------------------------------------------
+
+    def _prepare(self, work: Work) -> bytes:
+        msg = work.message
+        domains = [msg.author_domain]
+        if work.pick.domain.sign and work.pick.domain.domain != msg.author_domain:
+            domains.append(work.pick.domain.domain)
+        return self.signer.sign(msg.body, domains, self.clock()) + msg.body
+
+    def _request_mark(self, message_id: str) -> asyncio.Future[bool]:
+        assert self._marks is not None
+        return self._marks.request(message_id)
+
+    def _attempted(self, attempt: Attempt) -> None:
+        work, result = attempt.work, attempt.result
+        msg = work.message
+        now = self.clock()
+        decision = self.classifier.decide(result, msg.attempts, now)
+        verdict = decision.verdict
+        if verdict == Verdict.AMBIGUOUS and self._ambiguous_policy.get(msg.stream) == "retry":
+            verdict = Verdict.DEFERRED
+            decision_retry: float | None = now + self.classifier.backoff(msg.attempts + 1)
+        else:
+            decision_retry = decision.retry_at
+        if verdict == Verdict.RELEASED:
+            decision_retry = now
+        if decision.rule.sender_problem:
+            log.warning(
+                "sender problem from %s at %s: %s %s",
+                work.pick.source.address,
+                attempt.mx_host,
+                result.code,
+                result.text[:120],
+            )
+        code_text = result.text if result.code is None else f"{result.code} {result.text}"
+        record = OutcomeRecord(
+            msg.id,
+            _VERDICT_STATE[verdict],
+            counts_attempt=verdict != Verdict.RELEASED,
+            retry_at=decision_retry,
+            reply_code=result.code,
+            reply_text=code_text[:500],
+            source_ip=work.pick.source.address,
+            platform_domain=work.pick.domain.domain,
+            mx_host=attempt.mx_host,
+        )
+        self._finish(msg, record)
+
+    def _finish(self, msg: ClaimedMessage, record: OutcomeRecord) -> None:
+        assert self._outcomes is not None
+        self._inflight -= 1
+        self._outcomes.add(record)
+        if self.metrics is not None:
+            self.metrics.outcome(record, msg, time.time())
+
+    def _applied(self, records: list[OutcomeRecord]) -> None:
+        stats = self._stats
+        for r in records:
+            stats.outcomes[r.state.value] += 1
+            if r.state == MessageState.DELIVERED:
+                if r.source_ip:
+                    stats.by_source_ip[r.source_ip] += 1
+                if r.platform_domain:
+                    stats.by_platform_domain[r.platform_domain] += 1
+        if self._progress is not None:
+            self._progress(stats)
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session task crashed: %r", task.exception())
+
+    # -- side tasks ------------------------------------------------------------------------
+
+    async def _heartbeat(self, lease: Lease, stop: asyncio.Event) -> None:
+        interval = 5.0
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            if stop.is_set():
+                return
+            try:
+                alive = await self.queue.heartbeat(lease)
+            except Exception as e:
+                log.warning("heartbeat failed: %s", e)
+                continue
+            if not alive:
+                log.error("lease %s/%d was taken over: stopping", lease.worker_id, lease.epoch)
+                stop.set()
+                return
+
+    async def _recovery(self, stop: asyncio.Event) -> None:
+        interval = 10.0
+        while not stop.is_set():
+            try:
+                report = await self.queue.recover(self.clock(), self._ambiguous_policy)
+                if report.workers:
+                    log.warning(
+                        "recovered %d dead workers: %d requeued, %d ambiguous",
+                        report.workers,
+                        report.requeued,
+                        report.ambiguous,
+                    )
+            except Exception as e:
+                log.warning("recovery pass failed: %s", e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+    async def _shutdown(self) -> None:
+        """Return unstarted work, let sessions finish, write every outcome."""
+        now = self.clock()
+        for lane in self._lanes.values():
+            lane.closing = True
+            for work in lane.take_all():
+                self._finish(
+                    work.message,
+                    OutcomeRecord(
+                        work.message.id, MessageState.QUEUED, counts_attempt=False, retry_at=now
+                    ),
+                )
+        timeout = self.config.dispatch.shutdown_timeout
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        if self._outcomes is not None and not await self._outcomes.drain(timeout):
+            log.error(
+                "shutdown: %d outcomes could not be written; recovery will settle them",
+                self._outcomes.pending,
+            )

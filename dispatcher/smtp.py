@@ -1,0 +1,264 @@
+"""SMTP sessions per (source IP, destination host), behind a small send interface.
+
+`SmtpSession` is the seam: open, send one envelope and body, close. It is built on aiosmtplib
+today; a pipelining client can replace it without touching the engine. Expected SMTP failures
+come back as `SendResult` values, never as exceptions.
+
+The final dot is written only after the caller's `committing` mark resolves True, and the
+result says whether the dot was written: a connection lost before it is a safe retry, one lost
+after it is ambiguous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections.abc import Awaitable
+from dataclasses import dataclass
+
+import aiosmtplib
+from aiosmtplib.errors import (
+    SMTPException,
+    SMTPResponseException,
+)
+
+_PERIOD = re.compile(rb"(?m)^\.")
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
+
+
+class Phase:
+    """Where in the SMTP dialogue a result was decided."""
+
+    CONNECT = "connect"
+    GREETING = "greeting"
+    EHLO = "ehlo"
+    STARTTLS = "starttls"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"  # the DATA command (before the body)
+    MARK = "mark"  # the committing mark was refused: lease lost
+    DOT = "dot"  # reply to the final dot
+    LOCAL = "local"  # refused locally (e.g. SMTPUTF8 needed but not offered)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What happened to one envelope. `code` is None when no reply was received."""
+
+    phase: str
+    code: int | None
+    text: str
+    dot_written: bool = False
+    reusable: bool = True  # the session may carry another message
+
+    @property
+    def enhanced(self) -> str | None:
+        """The RFC 3463 enhanced status code at the start of the reply text, if any."""
+        m = _ENHANCED.match(self.text)
+        return f"{m.group(1)}.{m.group(2)}.{m.group(3)}" if m else None
+
+
+def _unverified_tls() -> ssl.SSLContext:
+    # Opportunistic STARTTLS: encrypt when offered, never refuse on certificates (RFC 7435).
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+_TLS_CONTEXT: ssl.SSLContext | None = None
+
+
+def tls_context() -> ssl.SSLContext:
+    """One shared client context: building one costs milliseconds."""
+    global _TLS_CONTEXT
+    if _TLS_CONTEXT is None:
+        _TLS_CONTEXT = _unverified_tls()
+    return _TLS_CONTEXT
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTimeouts:
+    connect: float = 10.0
+    command: float = 60.0
+    data: float = 600.0
+
+
+class SmtpSession:
+    """One connection from `source_ip` to `host:port`, reusable for many messages."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        source_ip: str | None,
+        ehlo_name: str,
+        timeouts: SessionTimeouts,
+        starttls: bool = True,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.source_ip = source_ip
+        self.ehlo_name = ehlo_name
+        self.timeouts = timeouts
+        self.want_tls = starttls
+        self.tls_active = False
+        self.sent = 0
+        self._client: aiosmtplib.SMTP | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._client is not None and self._client.is_connected
+
+    async def open(self) -> SendResult | None:
+        """Connect, read the greeting, EHLO, and STARTTLS when offered.
+
+        Returns None on success, else the failing result. If the TLS handshake fails the
+        host is retried once in plaintext.
+        """
+        result = await self._open(self.want_tls)
+        if result is not None and result.phase == Phase.STARTTLS:
+            await self.close()
+            result = await self._open(False)
+        return result
+
+    async def _open(self, try_tls: bool) -> SendResult | None:
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=self.port,
+            local_hostname=self.ehlo_name,
+            source_address=(self.source_ip, 0) if self.source_ip else None,
+            timeout=self.timeouts.command,
+            start_tls=False,
+            validate_certs=False,
+        )
+        self._client = client
+        try:
+            await client.connect(timeout=self.timeouts.connect)
+        except aiosmtplib.SMTPConnectResponseError as e:
+            self._client = None
+            return SendResult(Phase.GREETING, e.code, e.message, reusable=False)
+        except (SMTPException, OSError) as e:
+            self._client = None
+            return SendResult(Phase.CONNECT, None, _describe(e), reusable=False)
+        try:
+            await client.ehlo()
+        except SMTPResponseException as e:
+            await self.close()
+            return SendResult(Phase.EHLO, e.code, e.message, reusable=False)
+        except (SMTPException, OSError) as e:
+            await self.close()
+            return SendResult(Phase.EHLO, None, _describe(e), reusable=False)
+        if try_tls and client.supports_extension("starttls"):
+            try:
+                await client.starttls(tls_context=tls_context(), validate_certs=False)
+                self.tls_active = True
+            except (SMTPException, OSError, ssl.SSLError) as e:
+                return SendResult(Phase.STARTTLS, None, _describe(e), reusable=False)
+        return None
+
+    async def send(
+        self,
+        mail_from: str,
+        rcpt: str,
+        body: bytes,
+        mark: Awaitable[bool],
+        *,
+        smtputf8: bool = False,
+    ) -> SendResult:
+        """Send one envelope. `mark` is awaited before DATA; False means do not send."""
+        client = self._client
+        if client is None or not client.is_connected:
+            return SendResult(Phase.CONNECT, None, "session not open", reusable=False)
+        options: list[str] = []
+        if smtputf8:
+            if not client.supports_extension("smtputf8"):
+                _cancel(mark)
+                return SendResult(
+                    Phase.LOCAL,
+                    553,
+                    "5.6.7 recipient needs SMTPUTF8, which the server does not offer",
+                )
+            options.append("SMTPUTF8")
+        phase = Phase.MAIL
+        try:
+            await client.mail(mail_from, options=options, encoding="utf-8" if smtputf8 else "ascii")
+            phase = Phase.RCPT
+            await client.rcpt(rcpt, encoding="utf-8" if smtputf8 else "ascii")
+            phase = Phase.MARK
+            if not await mark:
+                await self._reset()
+                return SendResult(Phase.MARK, None, "committing mark refused: lease lost")
+            phase = Phase.DATA
+            return await self._data(client, body)
+        except SMTPResponseException as e:
+            if phase == Phase.MARK:
+                phase = Phase.DATA
+            ok = e.code < 500 or phase in (Phase.RCPT, Phase.MAIL)
+            _cancel(mark)
+            if ok and e.code != 421:
+                await self._reset()
+            return SendResult(phase, e.code, e.message, reusable=e.code != 421 and self.is_open)
+        except (SMTPException, OSError, ValueError) as e:
+            _cancel(mark)
+            await self.close()
+            return SendResult(phase, None, _describe(e), reusable=False)
+
+    async def _data(self, client: aiosmtplib.SMTP, body: bytes) -> SendResult:
+        protocol = client.protocol
+        assert protocol is not None
+        start = await protocol.execute_command(b"DATA", timeout=self.timeouts.command)
+        if start.code != 354:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        payload = _PERIOD.sub(b"..", body)
+        if not payload.endswith(b"\r\n"):
+            payload += b"\r\n"
+        try:
+            protocol.write(payload + b".\r\n")
+        except (SMTPException, OSError) as e:
+            # The transport refused the write: nothing of the dot reached the wire.
+            await self.close()
+            return SendResult(Phase.DATA, None, _describe(e), reusable=False)
+        try:
+            reply = await protocol.read_response(timeout=self.timeouts.data)
+        except (SMTPException, OSError) as e:
+            await self.close()
+            return SendResult(Phase.DOT, None, _describe(e), dot_written=True, reusable=False)
+        self.sent += 1
+        return SendResult(
+            Phase.DOT, reply.code, reply.message, dot_written=True, reusable=reply.code != 421
+        )
+
+    async def _reset(self) -> None:
+        client = self._client
+        if client is None or not client.is_connected:
+            return
+        try:
+            await client.rset()
+        except (SMTPException, OSError):
+            await self.close()
+
+    async def close(self) -> None:
+        """QUIT politely when possible, then drop the connection."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            if client.is_connected:
+                await asyncio.wait_for(client.quit(), timeout=2.0)
+        except (SMTPException, OSError, TimeoutError):
+            pass
+        finally:
+            client.close()
+
+
+def _cancel(mark: Awaitable[bool]) -> None:
+    if isinstance(mark, asyncio.Future) and not mark.done():
+        mark.cancel()
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text.replace("\r", " ").replace("\n", " ")[:300]
