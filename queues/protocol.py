@@ -81,6 +81,18 @@ class LeaseLost(QueueError, RuntimeError):
     code = "lease_lost"
 
 
+class InvalidQueueInput(QueueError, ValueError):
+    """A value handed to the queue is unusable; `field` names it. Nothing was stored."""
+
+    code = "invalid_input"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.key_path = field
+        self.reason = message
+
+
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     """A validated, rendered message ready to be stored.
@@ -181,6 +193,8 @@ class RecoveryReport:
 class StatusCounts:
     """Counts for `maildispatch status`."""
 
+    # Messages without a pool (or never attempted, so without a source IP) are counted in
+    # `by_state` only.
     by_state: dict[str, int] = field(default_factory=dict)
     by_pool: dict[str, dict[str, int]] = field(default_factory=dict)
     by_source_ip: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -238,7 +252,9 @@ class Queue(Protocol):
     async def record_outcomes(self, lease: Lease, outcomes: Sequence[OutcomeRecord]) -> int:
         """Apply outcomes of messages held under `lease` (fenced); returns how many applied."""
 
-    async def recover(self, now: float, ambiguous_policy: dict[str, str] | None = None) -> RecoveryReport:
+    async def recover(
+        self, now: float, ambiguous_policy: dict[str, str] | None = None
+    ) -> RecoveryReport:
         """Take over the messages of dead workers: `sending` back to `queued`, `committing`
         to `ambiguous` (or per stream policy: "retry" requeues). Safe to run concurrently."""
 
@@ -253,3 +269,15 @@ class Queue(Protocol):
 
     async def get(self, ids: Sequence[str]) -> list[MessageRecord]:
         """Stored records of the given ids (missing ids are left out)."""
+
+    async def prune(
+        self, now: float, retention: float, idempotency_retention: float
+    ) -> tuple[int, int]:
+        """Drop terminal messages last updated before `now - retention`, in small batches,
+        and idempotency keys created before `now - idempotency_retention` (keys are kept
+        for their own retention, so pruning a message never reopens its key).
+        Returns (messages dropped, keys dropped)."""
+
+    async def cancel(self, account: str, campaign: str | None = None) -> int:
+        """Queued and deferred messages of `account` (only of `campaign` when given)
+        become `cancelled`; returns how many. Messages being sent are left alone."""
