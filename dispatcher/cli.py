@@ -1,0 +1,418 @@
+"""The `maildispatch` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Coroutine, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from dispatcher.config import Config, ConfigError, load_config
+
+T = TypeVar("T")
+DEFAULT_CONFIG = "config.toml"
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop (the production loop)."""
+    import uvloop
+
+    return uvloop.run(coro)
+
+
+def _find_config(path: str | None) -> Path:
+    if path:
+        return Path(path)
+    here = Path(DEFAULT_CONFIG)
+    if here.exists():
+        return here
+    # Installed from a checkout: fall back to the repository's config.toml.
+    return Path(__file__).resolve().parent.parent / DEFAULT_CONFIG
+
+
+def _load(path: str | None) -> Config:
+    return load_config(_find_config(path))
+
+
+# -- demo --------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.table import Table
+
+    from dispatcher.demo import run_demo
+
+    config = _load(args.config)
+    console = Console(stderr=args.json)
+    n = args.messages
+
+    async def main() -> Any:
+        if args.json or not console.is_terminal:
+            return await run_demo(config, n)
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            task = bar.add_task("sending", total=n)
+
+            def progress(stats: Any) -> None:
+                bar.update(task, completed=sum(stats.outcomes.values()))
+
+            return await run_demo(config, n, progress)
+
+    report = _run(main())
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return 0 if report.ok else 1
+    table = Table(title=f"maildispatch demo: {n} messages", show_header=True)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("delivered", str(report.delivered))
+    table.add_row("deduplicated at enqueue", str(report.deduplicated))
+    table.add_row("received at sink", str(report.at_sink))
+    table.add_row("duplicates at sink", str(report.duplicates_at_sink))
+    table.add_row("DKIM signatures verified", f"{report.dkim_verified}/{report.dkim_signatures}")
+    for ip, c in report.by_ip.items():
+        table.add_row(f"  from {ip}", f"{c} ({c / max(1, report.at_sink):.1%})")
+    for dom, c in report.by_platform_domain.items():
+        table.add_row(f"  via {dom}", f"{c} ({c / max(1, report.at_sink):.1%})")
+    table.add_row("messages/s", f"{report.messages_per_second:.0f}")
+    table.add_row("CPU s per 1,000 messages", f"{report.cpu_seconds_per_1000:.3f}")
+    console.print(table)
+    for c in report.checks:
+        mark = "[green]ok[/green]" if c.ok else "[red]FAILED[/red]"
+        console.print(f"{mark} {c.name}: {c.detail}")
+    console.print(
+        f"demo: {report.delivered} delivered, {report.deduplicated} deduplicated, "
+        f"{report.duplicates_at_sink} duplicates at sink, "
+        f"{report.messages_per_second:.0f} msg/s, {report.cpu_seconds_per_1000:.3f} CPU s/1000 "
+        f"-> {'OK' if report.ok else 'FAILED'}"
+    )
+    return 0 if report.ok else 1
+
+
+# -- run ---------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if args.processes > 1:
+        return _run_processes(args)
+    from dispatcher.runtime import Runtime
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        rt = await Runtime.open(config)
+        if config.metrics.listen:
+            rt.metrics.serve(config.metrics.listen)
+        try:
+            stats = await rt.run(drain=args.drain, stop=stop)
+        finally:
+            await rt.close()
+        print(
+            f"run: {dict(stats.outcomes)} in {stats.elapsed:.1f}s",
+            file=sys.stderr,
+        )
+        return 0
+
+    return _run(main())
+
+
+def _run_processes(args: argparse.Namespace) -> int:
+    """N worker processes on one node; each is `maildispatch run` with one process."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "dispatcher.cli", "run", "--processes", "1"]
+    if args.config:
+        cmd += ["--config", args.config]
+    if args.drain:
+        cmd.append("--drain")
+    procs = [subprocess.Popen(cmd) for _ in range(args.processes)]
+
+    def forward(sig: int, _frame: Any) -> None:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [p.wait() for p in procs]
+    return max(codes)
+
+
+# -- enqueue -----------------------------------------------------------------------------
+
+
+def _lines(source: str) -> Iterator[tuple[int, str]]:
+    fh: IO[str] = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
+    try:
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                yield n, line
+    finally:
+        if fh is not sys.stdin:
+            fh.close()
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    from dispatcher.message import MessageError
+    from dispatcher.runtime import Runtime
+    from queues.protocol import IdempotencyConflict, NewMessage
+
+    config = _load(args.config)
+    errors = 0
+
+    def bad(line_no: int, field: str, text: str) -> None:
+        nonlocal errors
+        errors += 1
+        print(f"line {line_no}: {field}: {text}", file=sys.stderr)
+
+    async def main() -> None:
+        rt = await Runtime.open(config)
+        try:
+            pending: list[tuple[int, NewMessage]] = []
+
+            async def flush() -> None:
+                if not pending:
+                    return
+                try:
+                    results = await rt.queue.enqueue_many([m for _, m in pending])
+                    for (line_no, _), r in zip(pending, results, strict=True):
+                        print(f"{r.id}{'' if r.created else ' duplicate'}")
+                except IdempotencyConflict:
+                    # Find the conflicting line(s); store the others one by one.
+                    for line_no, m in pending:
+                        try:
+                            (r,) = await rt.queue.enqueue_many([m])
+                            print(f"{r.id}{'' if r.created else ' duplicate'}")
+                        except IdempotencyConflict as e:
+                            bad(line_no, "idempotency_key", str(e))
+                pending.clear()
+
+            now = time.time()
+            for line_no, line in _lines(args.path):
+                try:
+                    payload = json.loads(line)
+                except json.JSONDecodeError as e:
+                    bad(line_no, "json", f"not valid JSON: {e.msg} at column {e.colno}")
+                    continue
+                if not isinstance(payload, dict):
+                    bad(line_no, "json", "expected a JSON object")
+                    continue
+                try:
+                    pending.append((line_no, rt.factory.build(payload, now=now)))
+                except MessageError as e:
+                    bad(line_no, e.field, str(e))
+                    continue
+                if len(pending) >= 1000:
+                    await flush()
+            await flush()
+        finally:
+            await rt.close()
+
+    _run(main())
+    return 1 if errors else 0
+
+
+# -- status, config, sink, dkim, db ------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dispatcher.runtime import make_queue
+
+    config = _load(args.config)
+
+    async def main() -> Any:
+        q = make_queue(config)
+        await q.open()
+        try:
+            return await q.counts()
+        finally:
+            await q.close()
+
+    counts = _run(main())
+    data = {
+        "by_state": counts.by_state,
+        "by_pool": counts.by_pool,
+        "by_source_ip": counts.by_source_ip,
+    }
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    print("state        count")
+    for state, c in sorted(counts.by_state.items()):
+        print(f"{state:<12} {c}")
+    for title, group in (("pool", counts.by_pool), ("source IP", counts.by_source_ip)):
+        for key, states in sorted(group.items()):
+            parts = ", ".join(f"{s} {c}" for s, c in sorted(states.items()))
+            print(f"{title} {key}: {parts}")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from dispatcher.dkim import KeyStore
+
+    config = load_config(args.file)
+    if not args.skip_keys:
+        KeyStore.load(config.dkim)
+    print(
+        f"{args.file}: ok ({len(config.accounts)} accounts, {len(config.pools)} pools, "
+        f"{sum(len(p.ips) for p in config.pools)} source IPs, {len(config.dkim.keys)} DKIM keys)"
+    )
+    return 0
+
+
+def cmd_sink(args: argparse.Namespace) -> int:
+    from dispatcher.sink import serve_forever
+
+    async def main() -> None:
+        task = asyncio.ensure_future(
+            serve_forever(args.listen, Path(args.record) if args.record else None, not args.quiet)
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    _run(main())
+    return 0
+
+
+def cmd_dkim(args: argparse.Namespace) -> int:
+    from dispatcher import dkim
+
+    if args.dkim_cmd == "keygen":
+        path, record = dkim.keygen(
+            args.domain, args.selector, key_type=args.type, bits=args.bits, out_dir=Path(args.out)
+        )
+        print(f"private key written to {path} (mode 0600)")
+        print("publish this DNS TXT record:")
+        print(record)
+        return 0
+    config = _load(args.config)
+    if args.json:
+        print(json.dumps(dkim.status_report_dict(config, time.time()), indent=2))
+    else:
+        print(dkim.status_report(config, time.time()))
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config.queue.backend != "postgres":
+        print("db migrate: queue.backend is sqlite; its schema is created on open", file=sys.stderr)
+        return 0
+    from queues.postgres.migrate import migrate
+
+    version = _run(migrate(config.queue.dsn))
+    print(f"schema at version {version}")
+    return 0
+
+
+def cmd_bench(argv: list[str]) -> int:
+    from bench.cli import main as bench_main
+
+    return bench_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="maildispatch", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("demo", help="run the engine end to end on the embedded default")
+    d.add_argument("--messages", type=int, default=10_000)
+    d.add_argument("--json", action="store_true")
+    d.add_argument("--config")
+    d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("run", help="dispatch until stopped")
+    r.add_argument("--config")
+    r.add_argument("--drain", action="store_true", help="exit once nothing is due")
+    r.add_argument("--processes", type=int, default=1)
+    r.set_defaults(func=cmd_run)
+
+    e = sub.add_parser("enqueue", help="enqueue messages from a JSON-lines file (or -)")
+    e.add_argument("--config")
+    e.add_argument("path")
+    e.set_defaults(func=cmd_enqueue)
+
+    s = sub.add_parser("status", help="counts per state, pool and source IP")
+    s.add_argument("--config")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("config", help="configuration tools")
+    csub = c.add_subparsers(dest="config_cmd", required=True)
+    cc = csub.add_parser("check", help="validate a config file")
+    cc.add_argument("file")
+    cc.add_argument("--skip-keys", action="store_true", help="do not read the DKIM key files")
+    cc.set_defaults(func=cmd_config_check)
+
+    k = sub.add_parser("sink", help="the capture SMTP sink, for local development")
+    k.add_argument("--listen", default="127.0.0.1:2525")
+    k.add_argument("--record", help="append every message to this file")
+    k.add_argument("--quiet", action="store_true")
+    k.set_defaults(func=cmd_sink)
+
+    dk = sub.add_parser("dkim", help="DKIM keys")
+    dsub = dk.add_subparsers(dest="dkim_cmd", required=True)
+    kg = dsub.add_parser("keygen", help="create a key and print its DNS record")
+    kg.add_argument("--domain", required=True)
+    kg.add_argument("--selector", required=True)
+    kg.add_argument("--type", choices=("rsa", "ed25519"), default="rsa")
+    kg.add_argument("--bits", type=int, default=2048)
+    kg.add_argument("--out", default="state/dkim")
+    kg.set_defaults(func=cmd_dkim)
+    ks = dsub.add_parser("status", help="selectors per domain and which one signs now")
+    ks.add_argument("--config")
+    ks.add_argument("--json", action="store_true")
+    ks.set_defaults(func=cmd_dkim)
+
+    db = sub.add_parser("db", help="database tools (PostgreSQL backend)")
+    dbsub = db.add_subparsers(dest="db_cmd", required=True)
+    m = dbsub.add_parser("migrate", help="apply schema migrations")
+    m.add_argument("--config")
+    m.set_defaults(func=cmd_db)
+
+    sub.add_parser("bench", help="benchmarks (see bench/README.md)", add_help=False)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # aiosmtpd logs every connection at INFO: far too much for a sink under load.
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    if args_list[:1] == ["bench"]:
+        return cmd_bench(args_list[1:])
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    try:
+        return int(args.func(args))
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

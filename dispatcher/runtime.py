@@ -1,0 +1,123 @@
+"""The Python API: one object that owns a queue, the message factory and the engine.
+
+    rt = await Runtime.open(config)
+    results = await rt.enqueue(payloads)   # all-or-nothing; MessageError names index and field
+    stats = await rt.run(drain=True)
+    await rt.close()
+
+Lifetimes are explicit: `open` builds and checks everything (keys, queue schema) before any
+message moves; `close` releases the queue and this process's worker locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+from dispatcher.circuit import CircuitBreaker
+from dispatcher.config import Config, Route
+from dispatcher.dkim import DkimSigner, KeyStore
+from dispatcher.engine import Engine, RunStats
+from dispatcher.message import MessageError, MessageFactory
+from dispatcher.metrics import Metrics
+from dispatcher.routing import Router
+from dispatcher.verp import Verp
+from ip_pools import PoolSet
+from queues import open_queue
+from queues.protocol import EnqueueResult, NewMessage, Queue
+
+
+def make_queue(config: Config) -> Queue:
+    """The configured backend (not yet opened)."""
+    q = config.queue
+    if q.backend == "postgres":
+        return open_queue("postgres", dsn=q.dsn)
+    return open_queue("sqlite", path=q.path, synchronous=q.synchronous)
+
+
+class Runtime:
+    """Owns one configured queue, signer, router and engine."""
+
+    def __init__(
+        self,
+        config: Config,
+        queue: Queue,
+        keys: KeyStore,
+        verp: Verp,
+        factory: MessageFactory,
+        metrics: Metrics,
+    ) -> None:
+        self.config = config
+        self.queue = queue
+        self.keys = keys
+        self.verp = verp
+        self.factory = factory
+        self.metrics = metrics
+        self.signer = DkimSigner(keys, config.dkim.canonicalization)
+        self.router = Router(
+            config.routes,
+            breaker=CircuitBreaker(config.smtp.circuit_failures, config.smtp.circuit_open_seconds),
+        )
+        self.pools = PoolSet(config.pools)
+
+    @classmethod
+    async def open(
+        cls, config: Config, *, routes: Mapping[str, tuple[Route, ...]] | None = None
+    ) -> Runtime:
+        """Check keys, open the queue; `routes` adds route overrides (demo, bench, tests)."""
+        if routes:
+            config = replace(config, routes={**config.routes, **routes})
+        keys = KeyStore.load(config.dkim)
+        verp = Verp.from_file(config.verp.secret_file, config.verp.prefix)
+        factory = MessageFactory.from_config(config, verp)
+        queue = make_queue(config)
+        await queue.open()
+        return cls(config, queue, keys, verp, factory, Metrics())
+
+    def build(self, payloads: Sequence[Mapping[str, object]]) -> list[NewMessage]:
+        """Validate and render; a MessageError gets `index` set to the payload's position."""
+        now = time.time()
+        out: list[NewMessage] = []
+        for i, payload in enumerate(payloads):
+            try:
+                out.append(self.factory.build(payload, now=now))
+            except MessageError as e:
+                e.index = i  # type: ignore[attr-defined]
+                raise
+        return out
+
+    async def enqueue(self, payloads: Sequence[Mapping[str, object]]) -> list[EnqueueResult]:
+        """Validate, render and store; nothing is stored when any payload is bad."""
+        return await self.queue.enqueue_many(self.build(payloads))
+
+    def engine(self) -> Engine:
+        return Engine(
+            self.config,
+            self.queue,
+            self.pools,
+            self.router,
+            self.signer,
+            self.verp,
+            self.metrics,
+        )
+
+    async def run(
+        self,
+        *,
+        drain: bool = False,
+        stop: asyncio.Event | None = None,
+        progress: Callable[[RunStats], None] | None = None,
+    ) -> RunStats:
+        """Dispatch until stopped (or, with drain, until nothing is due)."""
+        return await self.engine().run(stop, drain=drain, progress=progress)
+
+    async def close(self) -> None:
+        await self.queue.close()
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
