@@ -255,8 +255,12 @@ class SmtpSession:
 
 
 def _cancel(mark: Awaitable[bool]) -> None:
-    if isinstance(mark, asyncio.Future) and not mark.done():
-        mark.cancel()
+    """Give up a mark that will not be awaited."""
+    if isinstance(mark, asyncio.Future):
+        if not mark.done():
+            mark.cancel()
+    elif asyncio.iscoroutine(mark):
+        mark.close()
 
 
 def _describe(e: BaseException) -> str:
