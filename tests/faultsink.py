@@ -1,9 +1,10 @@
 """A real SMTP server on loopback whose misbehaviour each test chooses.
 
-Rules map a phase ("greeting", "ehlo", "mail", "rcpt", "data", "dot") to an action:
-a reply line ("421 4.3.2 try later"), "drop" (close the connection), "silent" (never
-answer), or any of these after "sleep SECONDS " (answer late). Every message is recorded with how it ended: "accepted" (2xx after the dot),
-"unacked" (whole message received, connection dropped before a reply) or "refused".
+Rules map a phase ("greeting", "ehlo", "mail", "rcpt", "data", "dot") to an action: a reply
+line ("421 4.3.2 try later"), "drop" (close the connection), "silent" (never answer), or any
+of these after "sleep SECONDS " (answer late). Every message is recorded with how it ended:
+"accepted" (2xx after the dot), "unacked" (whole message received, connection dropped before
+a reply) or "refused".
 """
 
 from __future__ import annotations
