@@ -8,6 +8,7 @@ not an estimate made from inside.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -32,7 +33,7 @@ class Usage:
 
 
 class Child:
-    """A Python child process whose stdout lines are handed to `on_line` (in a thread)."""
+    """A child process (Python unless `python=False`); stdout lines go to `on_line`."""
 
     def __init__(
         self,
@@ -40,10 +41,12 @@ class Child:
         on_line: Callable[[str], None],
         stderr_path: Path,
         env: dict[str, str] | None = None,
+        *,
+        python: bool = True,
     ) -> None:
         self._stderr = stderr_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, *args],
+            [sys.executable, *args] if python else list(args),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -83,7 +86,7 @@ class Child:
         assert self.usage is not None
         return self.usage
 
-    def _finish(self, status: int, ru: os.struct_rusage) -> None:
+    def _finish(self, status: int, ru: resource.struct_rusage) -> None:
         code = os.waitstatus_to_exitcode(status)
         self.proc.returncode = code  # reaped here, so Popen must not wait for it again
         # ru_maxrss is in kilobytes on Linux.

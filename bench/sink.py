@@ -18,6 +18,7 @@ import ssl
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import cast
 
 _MESSAGE_ID = re.compile(rb"^message-id:[ \t]*(<[^>\r\n]*>)", re.IGNORECASE | re.MULTILINE)
 _STUFFED = re.compile(rb"(?m)^\.\.")
@@ -98,16 +99,16 @@ class SinkProtocol(asyncio.Protocol):
         # (due time, bytes, action after the write) of delayed replies, in order.
         self._pending: deque[tuple[float, bytes, str]] = deque()
         self._timer: asyncio.TimerHandle | None = None
+        self._tls_task: asyncio.Future[None] | None = None
         self._ehlo_plain = _ehlo_reply(options.hostname, options.tls is not None)
         self._ehlo_tls = _ehlo_reply(options.hostname, False)
 
     # -- connection ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         if self._upgrading:  # start_tls hands the new transport over this way on some loops
             return
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.stats.connections += 1
         self._send(f"220 {self.options.hostname} ESMTP bench sink\r\n".encode("ascii"), "")
 
@@ -163,7 +164,7 @@ class SinkProtocol(asyncio.Protocol):
         if action == "close" and self.transport is not None:
             self.transport.close()
         elif action == "starttls":
-            asyncio.ensure_future(self._start_tls())
+            self._tls_task = asyncio.ensure_future(self._start_tls())
 
     async def _start_tls(self) -> None:
         transport, ctx = self.transport, self.options.tls

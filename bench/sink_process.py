@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -37,10 +38,8 @@ async def serve(args: argparse.Namespace) -> None:
         if sink.stats.messages != last:
             last = sink.stats.messages
             print(f"COUNT {last}", flush=True)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.1)
-        except TimeoutError:
-            pass
     await sink.close()
     st = sink.stats
     if args.arrivals:
