@@ -129,7 +129,7 @@ async def test_550_571_is_deferred_not_bounced(tmp_path: Path, key_dir: Path) ->
 
 
 async def test_weighted_source_ips_are_really_bound(tmp_path: Path, key_dir: Path) -> None:
-    rt, sink, ids = await run_against(
+    rt, sink, _ = await run_against(
         tmp_path, key_dir, {}, n=60, ips=(("127.0.0.2", 2), ("127.0.0.3", 1))
     )
     try:
