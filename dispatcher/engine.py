@@ -24,6 +24,7 @@ from dispatcher.metrics import Metrics
 from dispatcher.outcomes import Classifier, Verdict
 from dispatcher.routing import Resolution, Router, RouteKind
 from dispatcher.smtp import SessionTimeouts
+from dispatcher.stop_points import reached
 from dispatcher.verp import Verp
 from ip_pools import PoolSet
 from queues.protocol import ClaimedMessage, Lease, MessageState, OutcomeRecord, Queue
@@ -169,6 +170,7 @@ class Engine:
             want = min(batch_size, high_water - self._inflight)
             messages = await self.queue.claim(lease, want, self.clock())
             if messages:
+                reached("after_claim")
                 self._stats.claimed += len(messages)
                 await self._dispatch(messages, slots)
                 continue
@@ -270,6 +272,8 @@ class Engine:
         now = self.clock()
         decision = self.classifier.decide(result, msg.attempts, now)
         verdict = decision.verdict
+        if verdict == Verdict.DELIVERED:
+            reached("after_2xx")
         if verdict == Verdict.AMBIGUOUS and self._ambiguous_policy.get(msg.stream) == "retry":
             verdict = Verdict.DEFERRED
             decision_retry: float | None = now + self.classifier.backoff(msg.attempts + 1)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from dispatcher.stop_points import reached
 from queues.protocol import Lease, OutcomeRecord, Queue
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class MarkWriter:
             granted = set()
         self.batches += 1
         self.marks += len(granted)
+        if granted:
+            reached("after_mark")
         for msg_id, fut in batch.items():
             if not fut.done():
                 fut.set_result(msg_id in granted)
@@ -135,6 +138,7 @@ class OutcomeWriter:
     async def _flush_locked(self) -> bool:
         while self._buffer:
             batch = self._buffer[: self._batch_size]
+            reached("before_outcome_write")
             try:
                 # Shielded: a cancelled engine must not lose a write already on its way.
                 await asyncio.shield(self._queue.record_outcomes(self._lease, batch))
