@@ -192,7 +192,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                     return
                 try:
                     results = await rt.queue.enqueue_many([m for _, m in pending])
-                    for (line_no, _), r in zip(pending, results, strict=True):
+                    for _pending_item, r in zip(pending, results, strict=True):
                         print(f"{r.id}{'' if r.created else ' duplicate'}")
                 except IdempotencyConflict:
                     # Find the conflicting line(s); store the others one by one.

@@ -359,7 +359,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
     prefix = v.str("prefix", "b")
     if not re.fullmatch(r"[a-z0-9]{1,16}", prefix):
         raise ConfigError("verp.prefix", "expected 1 to 16 lower-case letters or digits")
-    verp = VerpConfig(prefix=prefix, secret_file=resolve(v.str("secret_file", str(state_dir / "verp.key"))))
+    verp = VerpConfig(
+        prefix=prefix, secret_file=resolve(v.str("secret_file", str(state_dir / "verp.key")))
+    )
     v.done()
 
     k = top.table("dkim")
@@ -415,10 +417,14 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
             sign = dt_.bool("sign", True)
             if sign and dom not in key_domains:
                 raise ConfigError(dt_.key("sign"), f"no [[dkim.keys]] entry for {dom}")
-            doms.append(PlatformDomain(domain=dom, weight=dt_.int("weight", 1, minimum=0), sign=sign))
+            doms.append(
+                PlatformDomain(domain=dom, weight=dt_.int("weight", 1, minimum=0), sign=sign)
+            )
             dt_.done()
         if not doms:
-            raise ConfigError(pt.key("domains"), "a pool needs at least one platform sending domain")
+            raise ConfigError(
+                pt.key("domains"), "a pool needs at least one platform sending domain"
+            )
         if not any(i.weight for i in ips):
             raise ConfigError(pt.key("ips"), "at least one source IP needs a weight above 0")
         if not any(dd.weight for dd in doms):

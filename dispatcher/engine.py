@@ -22,7 +22,7 @@ from dispatcher.dkim import DkimSigner
 from dispatcher.group_commit import MarkWriter, OutcomeWriter
 from dispatcher.metrics import Metrics
 from dispatcher.outcomes import Classifier, Verdict
-from dispatcher.routing import Resolution, Router, RouteKind
+from dispatcher.routing import Resolution, RouteKind, Router
 from dispatcher.smtp import SessionTimeouts
 from dispatcher.stop_points import reached
 from dispatcher.verp import Verp

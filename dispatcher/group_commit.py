@@ -9,6 +9,7 @@ cancellation, and kept (bounded) while the queue is unreachable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -119,10 +120,8 @@ class OutcomeWriter:
         """Flush loop; runs until cancelled."""
         backoff = self._interval
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
-            except TimeoutError:
-                pass
             self._wake.clear()
             ok = await self._flush_once()
             if ok:
@@ -157,10 +156,10 @@ class OutcomeWriter:
         self._idle.set()
         return True
 
-    async def drain(self, timeout: float) -> bool:
-        """Write everything buffered; True when the buffer is empty within `timeout`."""
+    async def drain(self, within: float) -> bool:
+        """Write everything buffered; True when the buffer is empty within `within` seconds."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 while self._buffer:
                     if not await self._flush_once():
                         await asyncio.sleep(0.1)
