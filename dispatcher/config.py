@@ -83,7 +83,7 @@ class _Table:
     def has(self, name: str) -> bool:
         return name in self.data
 
-    def str(self, name: str, default: str | None = None, *, required: bool = False) -> str:
+    def text(self, name: str, default: str | None = None, *, required: bool = False) -> str:
         v = self.raw(name, default)
         if v is None and required:
             raise ConfigError(self.key(name), "is required")
@@ -93,7 +93,7 @@ class _Table:
             raise ConfigError(self.key(name), f"expected a string, got {type(v).__name__}")
         return v
 
-    def int(self, name: str, default: int, *, minimum: int | None = None) -> int:
+    def integer(self, name: str, default: int, *, minimum: int | None = None) -> int:
         v = self.raw(name, default)
         if isinstance(v, bool) or not isinstance(v, int):
             raise ConfigError(self.key(name), f"expected an integer, got {v!r}")
@@ -101,13 +101,13 @@ class _Table:
             raise ConfigError(self.key(name), f"must be at least {minimum}")
         return v
 
-    def float(self, name: str, default: float) -> float:
+    def number(self, name: str, default: float) -> float:
         v = self.raw(name, default)
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ConfigError(self.key(name), f"expected a number, got {v!r}")
         return float(v)
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         v = self.raw(name, default)
         if not isinstance(v, bool):
             raise ConfigError(self.key(name), f"expected true or false, got {v!r}")
@@ -117,7 +117,7 @@ class _Table:
         return parse_duration(self.raw(name, default), self.key(name))
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        v = self.str(name, default)
+        v = self.text(name, default)
         if v not in choices:
             raise ConfigError(self.key(name), f"must be one of {', '.join(choices)}; got {v!r}")
         return v
@@ -306,15 +306,15 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
         path = Path(p)
         return path if path.is_absolute() else (base_dir / path)
 
-    state_dir = resolve(top.str("state_dir", "state"))
-    feedback_sender_id = top.str("feedback_sender_id", "maildispatch")
+    state_dir = resolve(top.text("state_dir", "state"))
+    feedback_sender_id = top.text("feedback_sender_id", "maildispatch")
 
     q = top.table("queue")
     backend = q.choice("backend", "sqlite", ("sqlite", "postgres"))
     queue = QueueConfig(
         backend=backend,
-        path=resolve(q.str("path", str(state_dir / "queue.db"))),
-        dsn=q.str("dsn", ""),
+        path=resolve(q.text("path", str(state_dir / "queue.db"))),
+        dsn=q.text("dsn", ""),
         idempotency_retention=q.duration("idempotency_retention", "7d"),
         retention=q.duration("retention", "30d"),
         synchronous=q.choice("synchronous", "FULL", ("FULL", "NORMAL")),
@@ -328,16 +328,16 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
     if not isinstance(sched_raw, list) or not sched_raw:
         raise ConfigError("dispatch.retry_schedule", "expected a non-empty list of durations")
     dispatch = DispatchConfig(
-        claim_batch=d.int("claim_batch", 500, minimum=1),
-        max_sessions=d.int("max_sessions", 100, minimum=1),
-        sessions_per_host=d.int("sessions_per_host", 20, minimum=1),
-        messages_per_session=d.int("messages_per_session", 200, minimum=1),
-        max_message_bytes=d.int("max_message_bytes", 10 * 1024 * 1024, minimum=1024),
+        claim_batch=d.integer("claim_batch", 500, minimum=1),
+        max_sessions=d.integer("max_sessions", 100, minimum=1),
+        sessions_per_host=d.integer("sessions_per_host", 20, minimum=1),
+        messages_per_session=d.integer("messages_per_session", 200, minimum=1),
+        max_message_bytes=d.integer("max_message_bytes", 10 * 1024 * 1024, minimum=1024),
         mark_interval=d.duration("mark_interval", "2ms"),
         outcome_interval=d.duration("outcome_interval", "20ms"),
         poll_interval=d.duration("poll_interval", "500ms"),
         shutdown_timeout=d.duration("shutdown_timeout", "30s"),
-        max_attempts=d.int("max_attempts", 30, minimum=1),
+        max_attempts=d.integer("max_attempts", 30, minimum=1),
         retry_schedule=tuple(
             parse_duration(v, f"dispatch.retry_schedule[{i}]") for i, v in enumerate(sched_raw)
         ),
@@ -350,17 +350,17 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
         command_timeout=s.duration("command_timeout", "60s"),
         data_timeout=s.duration("data_timeout", "10m"),
         starttls=s.choice("starttls", "opportunistic", ("opportunistic", "never")),
-        circuit_failures=s.int("circuit_failures", 3, minimum=1),
+        circuit_failures=s.integer("circuit_failures", 3, minimum=1),
         circuit_open_seconds=s.duration("circuit_open_seconds", "30s"),
     )
     s.done()
 
     v = top.table("verp")
-    prefix = v.str("prefix", "b")
+    prefix = v.text("prefix", "b")
     if not re.fullmatch(r"[a-z0-9]{1,16}", prefix):
         raise ConfigError("verp.prefix", "expected 1 to 16 lower-case letters or digits")
     verp = VerpConfig(
-        prefix=prefix, secret_file=resolve(v.str("secret_file", str(state_dir / "verp.key")))
+        prefix=prefix, secret_file=resolve(v.text("secret_file", str(state_dir / "verp.key")))
     )
     v.done()
 
@@ -372,39 +372,39 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
     )
     keys: list[DkimKeyConfig] = []
     for kt in k.tables("keys"):
-        sel = kt.str("selector", required=True)
+        sel = kt.text("selector", required=True)
         if not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62})", sel):
             raise ConfigError(kt.key("selector"), f"not a valid selector: {sel!r}")
         keys.append(
             DkimKeyConfig(
-                domain=check_domain(kt.str("domain", required=True), kt.key("domain")),
+                domain=check_domain(kt.text("domain", required=True), kt.key("domain")),
                 selector=sel,
-                file=resolve(kt.str("file", required=True)),
+                file=resolve(kt.text("file", required=True)),
                 key_type=kt.choice("type", "rsa", ("rsa", "ed25519")),
                 active_from=_timestamp(kt.raw("active_from", 0), kt.key("active_from")),
-                public_key=kt.str("public_key", "") or None,
+                public_key=kt.text("public_key", "") or None,
                 key_path=kt.path,
             )
         )
         kt.done()
     dkim_cfg = DkimConfig(
-        canonicalization=canon, create_missing=k.bool("create_missing", False), keys=tuple(keys)
+        canonicalization=canon, create_missing=k.flag("create_missing", False), keys=tuple(keys)
     )
     k.done()
     key_domains = {key.domain for key in keys}
 
     pools: list[PoolSpec] = []
     for pt in top.tables("pools"):
-        name = pt.str("name", required=True)
+        name = pt.text("name", required=True)
         ips: list[SourceIp] = []
         for it in pt.tables("ips"):
-            addr = it.str("address", required=True)
+            addr = it.text("address", required=True)
             try:
                 ipaddress.ip_address(addr)
             except ValueError:
                 raise ConfigError(it.key("address"), "not an IP address") from None
-            ehlo = check_domain(it.str("ehlo", required=True), it.key("ehlo"))
-            weight = it.int("weight", 1, minimum=0)
+            ehlo = check_domain(it.text("ehlo", required=True), it.key("ehlo"))
+            weight = it.integer("weight", 1, minimum=0)
             ips.append(SourceIp(address=addr, ehlo=ehlo, weight=weight))
             it.done()
         if not ips:
@@ -413,12 +413,12 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
             raise ConfigError(pt.key("ips"), "the same address is listed twice")
         doms: list[PlatformDomain] = []
         for dt_ in pt.tables("domains"):
-            dom = check_domain(dt_.str("domain", required=True), dt_.key("domain"))
-            sign = dt_.bool("sign", True)
+            dom = check_domain(dt_.text("domain", required=True), dt_.key("domain"))
+            sign = dt_.flag("sign", True)
             if sign and dom not in key_domains:
                 raise ConfigError(dt_.key("sign"), f"no [[dkim.keys]] entry for {dom}")
             doms.append(
-                PlatformDomain(domain=dom, weight=dt_.int("weight", 1, minimum=0), sign=sign)
+                PlatformDomain(domain=dom, weight=dt_.integer("weight", 1, minimum=0), sign=sign)
             )
             dt_.done()
         if not doms:
@@ -439,7 +439,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
 
     accounts: list[AccountConfig] = []
     for at in top.tables("accounts"):
-        name = at.str("name", required=True)
+        name = at.text("name", required=True)
         doms_raw = at.raw("author_domains", [])
         if not isinstance(doms_raw, list) or not doms_raw:
             raise ConfigError(at.key("author_domains"), "expected a non-empty list of domains")
@@ -452,7 +452,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
                     f"{at.key('author_domains')}[{i}]",
                     f"no [[dkim.keys]] entry for author domain {dom}",
                 )
-        pool = at.str("pool", pool_names[0])
+        pool = at.text("pool", pool_names[0])
         if pool not in pool_names:
             raise ConfigError(at.key("pool"), f"no pool named {pool!r}")
         accounts.append(
@@ -460,7 +460,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
                 name=name,
                 author_domains=author,
                 pool=pool,
-                allow_broadcast_without_unsubscribe=at.bool(
+                allow_broadcast_without_unsubscribe=at.flag(
                     "allow_broadcast_without_unsubscribe", False
                 ),
             )
@@ -478,7 +478,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
             name=sname,
             max_age=t.duration("max_age", defaults[sname]),
             ambiguous=t.choice("ambiguous", "hold", ("hold", "retry")),
-            require_unsubscribe=t.bool("require_unsubscribe", sname == "broadcast"),
+            require_unsubscribe=t.flag("require_unsubscribe", sname == "broadcast"),
         )
         t.done()
     st.done()
@@ -496,7 +496,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
     rt.done()
 
     m = top.table("metrics")
-    metrics = MetricsConfig(listen=m.str("listen", ""))
+    metrics = MetricsConfig(listen=m.text("listen", ""))
     if metrics.listen:
         _route(metrics.listen, "metrics.listen")
     m.done()

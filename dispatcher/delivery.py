@@ -16,7 +16,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from dispatcher.routing import CircuitBreaker, MxHost
+from dispatcher.circuit import CircuitBreaker
+from dispatcher.routing import MxHost
 from dispatcher.smtp import Phase, SendResult, SessionTimeouts, SmtpSession
 from ip_pools import Pick
 from queues.protocol import ClaimedMessage

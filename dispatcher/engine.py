@@ -88,7 +88,7 @@ class Engine:
         self.metrics = metrics
         self.clock = clock
         d = config.dispatch
-        self.classifier = Classifier(d.retry_schedule, max_attempts=d.max_attempts)
+        self.classifier = Classifier(retry_schedule=d.retry_schedule, max_attempts=d.max_attempts)
         self._settings = LaneSettings(
             sessions_per_host=d.sessions_per_host,
             messages_per_session=d.messages_per_session,
