@@ -1,0 +1,411 @@
+"""`PostgresQueue`: the durable queue on PostgreSQL (asyncpg), for one or many nodes.
+
+Schema: see migrations/0001_initial.sql. `open()` refuses a database whose schema is not
+exactly the version this code knows (SchemaMismatch): schema changes are deliberate, run
+by `maildispatch db migrate`, never a side effect of starting a worker on some node.
+
+Every batch write is one statement (arrays through unnest), so the round trips per batch
+are fixed: claim 1, mark_committing 1, record_outcomes 1, enqueue 3 per chunk (BEGIN, the
+statement, COMMIT) plus 1 when some keys already existed. `round_trips` counts them.
+
+Lease times (expiry, heartbeat) are wall-clock seconds of the calling host, as every other
+time in the protocol; nodes need synchronized clocks (NTP), skew well below `lease_ttl`.
+
+Outages: every method raises QueueUnavailable (a ConnectionError; QueueTimeout when the
+server did not answer in time) instead of hanging, and the pool reconnects on the next call
+once the server is back. Repeating a call after QueueUnavailable is safe for enqueue_many
+(deduplicated by key), mark_committing (grants again what it granted), record_outcomes
+(fenced: an outcome already applied is not applied twice), heartbeat and the reads. A claim
+whose reply was lost leaves its messages `sending` under the lease: they come back when the
+lease expires and is recovered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+
+import asyncpg
+
+from queues.postgres.batches import chunks, dedupe_messages, message_columns, outcome_columns
+from queues.postgres.connection import Connection, Database
+from queues.postgres.errors import QueueTimeout, QueueUnavailable
+from queues.postgres.heartbeat import HeartbeatConnection
+from queues.postgres.listener import WorkListener
+from queues.postgres.migrate import check_version, schema_version
+from queues.postgres.sql import QUERIES
+from queues.protocol import (
+    ClaimedMessage,
+    EnqueueResult,
+    IdempotencyConflict,
+    InvalidQueueInput,
+    Lease,
+    LeaseLost,
+    MessageRecord,
+    MessageState,
+    NewMessage,
+    OutcomeRecord,
+    RecoveryReport,
+    StatusCounts,
+)
+
+_CHUNK_ROWS = 5000
+_CHUNK_BYTES = 32 * 1024 * 1024
+_PRUNE_BATCH = 1000
+
+
+class PostgresQueue:
+    """The Queue protocol on PostgreSQL. One object per process; safe for many nodes.
+
+    `lease_ttl`: a worker whose heartbeat stops for this long loses its messages to
+    recovery. `command_timeout` bounds every statement (QueueTimeout after it).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        lease_ttl: float = 30.0,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 30.0,
+    ) -> None:
+        if lease_ttl <= 0:
+            raise InvalidQueueInput("lease_ttl", "must be positive")
+        self._db = Database(
+            dsn,
+            min_size=min_connections,
+            max_size=max_connections,
+            connect_timeout=connect_timeout,
+            command_timeout=command_timeout,
+        )
+        self.lease_ttl = lease_ttl
+        self._listener = WorkListener(dsn, connect_timeout=connect_timeout)
+        self._heartbeat = HeartbeatConnection(dsn, connect_timeout=connect_timeout)
+        self._worker_prefix = f"{socket.gethostname()}:{os.getpid()}"
+        # Expiry of this process's leases as last renewed: heartbeat() knows when it is
+        # too late without asking the server.
+        self._lease_expiry: dict[Lease, float] = {}
+
+    def __repr__(self) -> str:  # never show the DSN: it may hold a password
+        return f"<PostgresQueue round_trips={self.round_trips}>"
+
+    @property
+    def round_trips(self) -> int:
+        """Statements sent so far (pool and heartbeat connection)."""
+        return self._db.round_trips + self._heartbeat.round_trips
+
+    @property
+    def listener(self) -> WorkListener:
+        """The LISTEN side (started by the first wait_for_work)."""
+        return self._listener
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect; SchemaMismatch unless the schema is exactly the version known here."""
+        await self._db.open()
+        try:
+            async with self._db.connection() as conn:
+                found = await schema_version(conn.raw)
+            check_version(found)
+        except BaseException:
+            await self._db.close()
+            raise
+
+    async def close(self) -> None:
+        """Hand back this process's leases and close every connection.
+
+        A lease with nothing in flight is deleted; one that still holds messages is
+        expired at once, so the next recovery pass (any node) takes them over.
+        """
+        try:
+            for lease in list(self._lease_expiry):
+                await self._release(lease)
+        except QueueUnavailable:
+            pass  # the leases expire by themselves
+        finally:
+            self._lease_expiry.clear()
+            await self._listener.close()
+            await self._heartbeat.close()
+            await self._db.close()
+
+    async def _release(self, lease: Lease) -> None:
+        async with self._db.connection() as conn:
+            inflight = await conn.fetchval(QUERIES["lease_inflight"], lease.worker_id, lease.epoch)
+            query = "expire_lease" if inflight else "drop_lease"
+            await conn.fetch(QUERIES[query], lease.worker_id, lease.epoch)
+
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 (a poll period)
+        """Sleep until an enqueue or recovery announces work, at most `timeout` seconds.
+
+        Returns at once the first time and after the listener reconnects (announcements
+        may have been missed); the timeout is the polling fallback. Never raises for an
+        outage: the listener reconnects in the background.
+        """
+        await self._listener.wait(timeout)
+
+    # -- enqueue -----------------------------------------------------------------------
+
+    async def enqueue_many(self, messages: Sequence[NewMessage]) -> list[EnqueueResult]:
+        """Store a batch in one transaction; see the Queue protocol for deduplication."""
+        unique, repeats = dedupe_messages(messages)
+        if not unique:
+            return []
+        now = time.time()
+        created: set[str] = set()
+        existing: dict[tuple[str, str], str] = {}
+        async with self._db.connection() as conn:
+            try:
+                async with conn.transaction():
+                    for part in chunks(unique, _CHUNK_ROWS, _CHUNK_BYTES):
+                        row = await conn.fetchrow(QUERIES["enqueue"], now, *message_columns(part))
+                        assert row is not None
+                        created.update(row["created"])
+                    others = [m for m in unique if m.id not in created]
+                    if others:
+                        existing = await self._existing_keys(conn, others)
+            except asyncpg.UniqueViolationError as e:
+                # Only the message id can collide here: keys conflict through ON CONFLICT.
+                raise InvalidQueueInput(
+                    "messages.id", "an id of this batch is already used by another message"
+                ) from e
+        first = [
+            EnqueueResult(m.id, True)
+            if m.id in created
+            else EnqueueResult(existing[(m.account, m.idempotency_key)], False)
+            for m in unique
+        ]
+        by_index: dict[int, EnqueueResult] = {}
+        k = 0
+        for i in range(len(messages)):
+            if i in repeats:
+                r = by_index[repeats[i]]
+                by_index[i] = EnqueueResult(r.id, False)
+            else:
+                by_index[i] = first[k]
+                k += 1
+        return [by_index[i] for i in range(len(messages))]
+
+    @staticmethod
+    async def _existing_keys(
+        conn: Connection, others: Sequence[NewMessage]
+    ) -> dict[tuple[str, str], str]:
+        """Ids of keys stored earlier; IdempotencyConflict (rolls back) on another payload."""
+        rows = await conn.fetch(
+            QUERIES["idempotency_lookup"],
+            [m.account for m in others],
+            [m.idempotency_key for m in others],
+        )
+        found = {(r["account"], r["idempotency_key"]): r for r in rows}
+        result: dict[tuple[str, str], str] = {}
+        for m in others:
+            key = (m.account, m.idempotency_key)
+            r = found.get(key)
+            if r is None:  # cannot happen: the key conflicted, so a committed row exists
+                raise RuntimeError(f"idempotency key of message {m.id} vanished during enqueue")
+            if r["payload_hash"] != m.payload_hash:
+                raise IdempotencyConflict(m.account, m.idempotency_key, r["message_id"])
+            result[key] = r["message_id"]
+        return result
+
+    # -- leases ------------------------------------------------------------------------
+
+    async def register_worker(self) -> Lease:
+        """A new lease with a fresh epoch from the sequence (larger than any before)."""
+        now = time.time()
+        worker_id = f"{self._worker_prefix}:{uuid.uuid4().hex[:12]}"
+        epoch = await self._db.fetchval(
+            QUERIES["register_worker"],
+            worker_id,
+            now + self.lease_ttl,
+            now,
+            socket.gethostname(),
+            os.getpid(),
+        )
+        lease = Lease(worker_id, int(epoch))
+        self._lease_expiry[lease] = now + self.lease_ttl
+        return lease
+
+    async def heartbeat(self, lease: Lease) -> bool:
+        """Renew the lease on its own connection.
+
+        False when the lease was taken over, has expired, or could not be renewed before
+        its expiry (the worker must stop starting sessions). QueueUnavailable when the
+        server cannot be reached but the lease still has time left: try again soon.
+        """
+        now = time.time()
+        deadline = self._lease_expiry.get(lease)
+        if deadline is not None and deadline <= now:
+            return False
+        budget = self._db.command_timeout if deadline is None else deadline - now
+        try:
+            async with asyncio.timeout(max(budget, 0.001)):
+                renewed = await self._heartbeat.renew(
+                    lease.worker_id, lease.epoch, now + self.lease_ttl, now
+                )
+        except (TimeoutError, QueueUnavailable) as e:
+            if deadline is not None and time.time() >= deadline:
+                return False
+            if isinstance(e, QueueUnavailable):
+                raise
+            raise QueueTimeout("the lease could not be renewed in time") from e
+        if renewed is None:
+            self._lease_expiry.pop(lease, None)
+            return False
+        self._lease_expiry[lease] = float(renewed)
+        return True
+
+    async def recover(
+        self, now: float, ambiguous_policy: dict[str, str] | None = None
+    ) -> RecoveryReport:
+        """Take over the messages of leases expired at `now` (see the `recover` query)."""
+        retry_streams = sorted(s for s, p in (ambiguous_policy or {}).items() if p == "retry")
+        row = await self._db.fetchrow(QUERIES["recover"], now, retry_streams)
+        assert row is not None
+        return RecoveryReport(
+            workers=row["workers"], requeued=row["requeued"], ambiguous=row["ambiguous"]
+        )
+
+    # -- the hot path ------------------------------------------------------------------
+
+    async def claim(self, lease: Lease, limit: int, now: float) -> list[ClaimedMessage]:
+        """Claim up to `limit` due messages (one statement); LeaseLost if the lease is dead."""
+        if limit <= 0:
+            return []
+        wall = time.time()
+        async with self._db.connection() as conn:
+            rows = await conn.fetch(
+                QUERIES["claim"], lease.worker_id, lease.epoch, now, limit, wall
+            )
+            if not rows and not await conn.fetchval(
+                QUERIES["lease_alive"], lease.worker_id, lease.epoch, wall
+            ):
+                raise LeaseLost(f"lease {lease.worker_id}/{lease.epoch} expired or was taken over")
+        return [
+            ClaimedMessage(
+                id=r["id"],
+                account=r["account"],
+                author_domain=r["author_domain"],
+                rcpt=r["rcpt"],
+                rcpt_domain=r["rcpt_domain"],
+                verp_token=r["verp_token"],
+                message_id=r["message_id"],
+                body=r["body"],
+                stream=r["stream"],
+                priority=r["priority"],
+                campaign=r["campaign"],
+                pool=r["pool"],
+                attempts=r["attempts"],
+                enqueued_at=r["enqueued_at"],
+                expires_at=r["expires_at"],
+                smtputf8=r["smtputf8"],
+                lease=lease,
+            )
+            for r in rows
+        ]
+
+    async def mark_committing(self, lease: Lease, ids: Sequence[str]) -> set[str]:
+        """The fenced `committing` mark, durable (synchronous commit) before it returns."""
+        if not ids:
+            return set()
+        rows = await self._db.fetch(
+            QUERIES["mark_committing"], lease.worker_id, lease.epoch, list(ids), time.time()
+        )
+        return {r["id"] for r in rows}
+
+    async def record_outcomes(self, lease: Lease, outcomes: Sequence[OutcomeRecord]) -> int:
+        """Apply outcomes fenced by the lease, in one asynchronously committed statement."""
+        if not outcomes:
+            return 0
+        columns = outcome_columns(outcomes)
+        applied = await self._db.fetchval(
+            QUERIES["record_outcomes"], lease.worker_id, lease.epoch, time.time(), *columns
+        )
+        return int(applied)
+
+    # -- reads and housekeeping --------------------------------------------------------
+
+    async def counts(self) -> StatusCounts:
+        """Per state, pool and source IP, over live and finished messages."""
+        rows = await self._db.fetch(QUERIES["counts"])
+        by_state: dict[str, int] = defaultdict(int)
+        by_pool: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        by_ip: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for r in rows:
+            state, n = r["state"], int(r["n"])
+            by_state[state] += n
+            if r["pool"] is not None:
+                by_pool[r["pool"]][state] += n
+            if r["source_ip"] is not None:
+                by_ip[r["source_ip"]][state] += n
+        return StatusCounts(
+            by_state=dict(by_state),
+            by_pool={k: dict(v) for k, v in by_pool.items()},
+            by_source_ip={k: dict(v) for k, v in by_ip.items()},
+        )
+
+    async def next_due(self) -> float | None:
+        """Earliest due time of a waiting message, None when nothing waits."""
+        due: float | None = await self._db.fetchval(QUERIES["next_due"])
+        return due
+
+    async def active_count(self) -> int:
+        """Messages not yet finished."""
+        return int(await self._db.fetchval(QUERIES["active_count"]))
+
+    async def get(self, ids: Sequence[str]) -> list[MessageRecord]:
+        """Stored records of `ids`, live or finished; unknown ids are left out."""
+        if not ids:
+            return []
+        rows = await self._db.fetch(QUERIES["get"], list(ids))
+        order = {id_: i for i, id_ in reversed(list(enumerate(ids)))}
+        rows.sort(key=lambda r: order[r["id"]])
+        return [
+            MessageRecord(
+                id=r["id"],
+                account=r["account"],
+                idempotency_key=r["idempotency_key"],
+                state=MessageState(r["state"]),
+                attempts=r["attempts"],
+                rcpt=r["rcpt"],
+                last_reply_code=r["last_reply_code"],
+                last_reply_text=r["last_reply_text"],
+                source_ip=r["source_ip"],
+                platform_domain=r["platform_domain"],
+            )
+            for r in rows
+        ]
+
+    async def cancel(self, account: str, campaign: str | None = None) -> int:
+        """Waiting messages of `account` (of `campaign` when given) become cancelled."""
+        if not isinstance(account, str) or not account:
+            raise InvalidQueueInput("account", "expected a non-empty string")
+        n = await self._db.fetchval(QUERIES["cancel"], account, campaign, time.time())
+        return int(n)
+
+    async def prune(
+        self, now: float, retention: float, idempotency_retention: float
+    ) -> tuple[int, int]:
+        """Delete finished messages and old keys in batches of 1,000 rows per statement."""
+        if retention < 0:
+            raise InvalidQueueInput("retention", "must not be negative")
+        if idempotency_retention < 0:
+            raise InvalidQueueInput("idempotency_retention", "must not be negative")
+        messages = await self._prune("prune_messages", now - retention)
+        keys = await self._prune("prune_keys", now - idempotency_retention)
+        return messages, keys
+
+    async def _prune(self, query: str, cutoff: float) -> int:
+        total = 0
+        while True:
+            n = int(await self._db.fetchval(QUERIES[query], cutoff, _PRUNE_BATCH))
+            total += n
+            if n < _PRUNE_BATCH:
+                return total

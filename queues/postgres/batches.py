@@ -1,0 +1,168 @@
+"""Batches as parallel arrays (one array per column) for `unnest()`, checked before any write.
+
+Checking first means bad input raises InvalidQueueInput naming the field and nothing of the
+batch is stored; PostgreSQL would otherwise fail half-way with a less helpful message (a NUL
+in text, an integer out of range).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from queues.protocol import (
+    OUTCOME_STATES,
+    IdempotencyConflict,
+    InvalidQueueInput,
+    MessageState,
+    NewMessage,
+    OutcomeRecord,
+)
+
+_INT4 = (-(2**31), 2**31 - 1)
+_REQUIRED_TEXT = (
+    "id",
+    "account",
+    "idempotency_key",
+    "payload_hash",
+    "author_domain",
+    "rcpt",
+    "rcpt_domain",
+    "verp_token",
+    "message_id",
+    "stream",
+)
+_OPTIONAL_TEXT = ("campaign", "pool")
+_WAITING = frozenset({MessageState.QUEUED, MessageState.DEFERRED})
+
+
+def _text(value: object, field: str, *, required: bool) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str) or (required and not value):
+        raise InvalidQueueInput(field, "expected a non-empty string" if required else "string")
+    if "\x00" in value:
+        raise InvalidQueueInput(field, "must not contain NUL characters")
+
+
+def _time(value: object, field: str, *, required: bool) -> None:
+    if value is None and not required:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidQueueInput(field, f"expected a finite POSIX time, got {value!r}")
+
+
+def check_message(msg: NewMessage, where: str) -> None:
+    """Raise InvalidQueueInput naming `where.field` for a value PostgreSQL cannot store."""
+    for name in _REQUIRED_TEXT:
+        _text(getattr(msg, name), f"{where}.{name}", required=True)
+    for name in _OPTIONAL_TEXT:
+        _text(getattr(msg, name), f"{where}.{name}", required=False)
+    if not isinstance(msg.body, bytes | bytearray | memoryview):
+        raise InvalidQueueInput(f"{where}.body", "expected bytes")
+    p = msg.priority
+    if isinstance(p, bool) or not isinstance(p, int) or not _INT4[0] <= p <= _INT4[1]:
+        raise InvalidQueueInput(f"{where}.priority", f"expected a 32-bit integer, got {p!r}")
+    _time(msg.due_at, f"{where}.due_at", required=True)
+    _time(msg.expires_at, f"{where}.expires_at", required=False)
+
+
+def dedupe_messages(
+    messages: Sequence[NewMessage],
+) -> tuple[list[NewMessage], dict[int, int]]:
+    """Check every message; keep the first of each (account, idempotency_key).
+
+    Returns the unique messages and, for each later repeat, the index of its first
+    occurrence. A repeat with another payload is an IdempotencyConflict.
+    """
+    first: dict[tuple[str, str], int] = {}
+    ids: set[str] = set()
+    unique: list[NewMessage] = []
+    repeats: dict[int, int] = {}
+    for i, msg in enumerate(messages):
+        check_message(msg, f"messages[{i}]")
+        key = (msg.account, msg.idempotency_key)
+        j = first.get(key)
+        if j is not None:
+            if messages[j].payload_hash != msg.payload_hash:
+                raise IdempotencyConflict(msg.account, msg.idempotency_key, messages[j].id)
+            repeats[i] = j
+            continue
+        if msg.id in ids:
+            raise InvalidQueueInput(f"messages[{i}].id", f"id {msg.id!r} appears twice")
+        ids.add(msg.id)
+        first[key] = i
+        unique.append(msg)
+    return unique, repeats
+
+
+def chunks(
+    messages: Sequence[NewMessage], max_rows: int, max_bytes: int
+) -> Iterator[Sequence[NewMessage]]:
+    """Split into statements of at most `max_rows` rows and about `max_bytes` of bodies."""
+    start, size = 0, 0
+    for i, msg in enumerate(messages):
+        size += len(msg.body)
+        if i > start and (i - start >= max_rows or size > max_bytes):
+            yield messages[start:i]
+            start, size = i, len(msg.body)
+    if start < len(messages):
+        yield messages[start:]
+
+
+def message_columns(messages: Sequence[NewMessage]) -> list[list[Any]]:
+    """The `enqueue` query's arrays, in its parameter order ($2..$18)."""
+    return [
+        [m.id for m in messages],
+        [m.account for m in messages],
+        [m.idempotency_key for m in messages],
+        [m.payload_hash for m in messages],
+        [m.author_domain for m in messages],
+        [m.rcpt for m in messages],
+        [m.rcpt_domain for m in messages],
+        [m.verp_token for m in messages],
+        [m.message_id for m in messages],
+        [bytes(m.body) for m in messages],
+        [m.stream for m in messages],
+        [m.priority for m in messages],
+        [m.campaign for m in messages],
+        [m.pool for m in messages],
+        [float(m.due_at) for m in messages],
+        [None if m.expires_at is None else float(m.expires_at) for m in messages],
+        [m.smtputf8 for m in messages],
+    ]
+
+
+def _clean(text: str | None) -> str | None:
+    # Reply text comes from remote servers: a NUL must not block the whole outcome batch.
+    return None if text is None else text.replace("\x00", "\ufffd")
+
+
+def outcome_columns(outcomes: Sequence[OutcomeRecord]) -> list[list[Any]]:
+    """The `record_outcomes` query's arrays ($4..$12); the last outcome of an id wins."""
+    latest: dict[str, OutcomeRecord] = {}
+    for i, o in enumerate(outcomes):
+        where = f"outcomes[{i}]"
+        _text(o.id, f"{where}.id", required=True)
+        if o.state not in OUTCOME_STATES:
+            raise InvalidQueueInput(f"{where}.state", f"{o.state!r} is not an outcome state")
+        _time(o.retry_at, f"{where}.retry_at", required=o.state in _WAITING)
+        code = o.reply_code
+        if code is not None and (
+            isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 999
+        ):
+            raise InvalidQueueInput(f"{where}.reply_code", f"expected 0..999, got {code!r}")
+        latest[o.id] = o
+    rows = list(latest.values())
+    return [
+        [o.id for o in rows],
+        [str(o.state) for o in rows],
+        [bool(o.counts_attempt) for o in rows],
+        [None if o.retry_at is None else float(o.retry_at) for o in rows],
+        [o.reply_code for o in rows],
+        [_clean(o.reply_text) for o in rows],
+        [_clean(o.source_ip) for o in rows],
+        [_clean(o.platform_domain) for o in rows],
+        [_clean(o.mx_host) for o in rows],
+    ]

@@ -1,0 +1,307 @@
+-- Every query of the PostgreSQL queue backend. Sections start with `-- name: <query>`;
+-- queues/postgres/sql.py loads them. Batches travel as parallel arrays through unnest(), so
+-- one statement (one round trip) writes a whole batch. Times are POSIX seconds.
+
+-- name: enqueue
+-- $1 now, $2.. one array per column. Keys first: ON CONFLICT DO NOTHING waits for a
+-- concurrent insert of the same key and then skips it, so two connections enqueueing one key
+-- store one message. Only rows whose key was inserted here get a message. One NOTIFY for the
+-- whole statement (delivered at commit), never one per row.
+WITH input AS (
+    SELECT *
+    FROM unnest(
+        $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+        $9::text[], $10::text[], $11::bytea[], $12::text[], $13::int4[], $14::text[],
+        $15::text[], $16::float8[], $17::float8[], $18::bool[]
+    ) AS i (id, account, idempotency_key, payload_hash, author_domain, rcpt, rcpt_domain,
+            verp_token, message_id, body, stream, priority, campaign, pool, due_at,
+            expires_at, smtputf8)
+),
+keys AS (
+    INSERT INTO md_idempotency (account, idempotency_key, payload_hash, message_id, created_at)
+    SELECT account, idempotency_key, payload_hash, id, $1 FROM input
+    ON CONFLICT DO NOTHING
+    RETURNING message_id
+),
+content AS (
+    INSERT INTO md_content (id, account, idempotency_key, author_domain, rcpt, rcpt_domain,
+                            verp_token, message_id, smtputf8, enqueued_at, body)
+    SELECT i.id, i.account, i.idempotency_key, i.author_domain, i.rcpt, i.rcpt_domain,
+           i.verp_token, i.message_id, i.smtputf8, $1, i.body
+    FROM input i JOIN keys k ON k.message_id = i.id
+),
+waiting AS (
+    INSERT INTO md_message (id, state, priority, due_at, expires_at, account, campaign, stream,
+                            pool, enqueued_at, updated_at)
+    SELECT i.id, 'queued', i.priority, i.due_at, i.expires_at, i.account, i.campaign, i.stream,
+           i.pool, $1, $1
+    FROM input i JOIN keys k ON k.message_id = i.id
+)
+SELECT coalesce(array_agg(message_id), '{}'::text[]) AS created,
+       CASE WHEN count(*) > 0 THEN pg_notify('maildispatch_work', '') END AS notified
+FROM keys;
+
+-- name: idempotency_lookup
+-- A statement of its own: it takes a new snapshot, so it sees keys that a concurrent
+-- enqueue committed while `enqueue` was waiting on them.
+SELECT k.account, k.idempotency_key, k.payload_hash, k.message_id
+FROM md_idempotency k
+JOIN unnest($1::text[], $2::text[]) AS i (account, idempotency_key)
+    USING (account, idempotency_key);
+
+-- name: register_worker
+INSERT INTO md_worker (worker_id, epoch, expires_at, heartbeat_at, registered_at, host, pid)
+VALUES ($1, nextval('md_lease_epoch'), $2, $3, $3, $4, $5)
+RETURNING epoch;
+
+-- name: heartbeat
+-- An expired lease is never renewed, even before recovery took it: its messages may be
+-- about to change hands.
+UPDATE md_worker SET expires_at = $3, heartbeat_at = $4
+WHERE worker_id = $1 AND epoch = $2 AND expires_at > $4
+RETURNING expires_at;
+
+-- name: lease_alive
+SELECT EXISTS (
+    SELECT 1 FROM md_worker WHERE worker_id = $1 AND epoch = $2 AND expires_at > $3
+);
+
+-- name: lease_inflight
+SELECT count(*) FROM md_message
+WHERE worker_id = $1 AND lease_epoch = $2 AND state IN ('sending', 'committing');
+
+-- name: drop_lease
+DELETE FROM md_worker WHERE worker_id = $1 AND epoch = $2;
+
+-- name: expire_lease
+-- Messages are still held under the lease: let the next recovery pass take them.
+UPDATE md_worker SET expires_at = 0 WHERE worker_id = $1 AND epoch = $2;
+
+-- name: claim
+-- $1 worker, $2 epoch, $3 now (due and expiry), $4 limit, $5 wall clock (lease validity).
+-- Waiting messages past expires_at become failed (a bounded slice per claim). Then up to
+-- $4 due messages are locked with SKIP LOCKED (concurrent claimers never wait on each other
+-- and never get the same row), marked sending under the lease, and returned with content.
+WITH lease AS (
+    SELECT 1 FROM md_worker WHERE worker_id = $1 AND epoch = $2 AND expires_at > $5
+),
+expired AS (
+    DELETE FROM md_message m
+    WHERE m.id IN (
+        SELECT id FROM md_message
+        WHERE state IN ('queued', 'deferred') AND expires_at IS NOT NULL AND expires_at <= $3
+        ORDER BY expires_at
+        LIMIT 1000
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING m.*
+),
+expired_history AS (
+    INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
+                            last_reply_code, last_reply_text, source_ip, platform_domain,
+                            mx_host, enqueued_at, finished_at)
+    SELECT id, 'failed', 'expired', attempts, account, campaign, stream, pool,
+           last_reply_code, last_reply_text, source_ip, platform_domain, mx_host,
+           enqueued_at, $3
+    FROM expired
+),
+picked AS (
+    SELECT id FROM md_message
+    WHERE state IN ('queued', 'deferred') AND due_at <= $3
+      AND (expires_at IS NULL OR expires_at > $3)
+      AND EXISTS (SELECT 1 FROM lease)
+    ORDER BY priority DESC, due_at
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE md_message m
+    SET state = 'sending', worker_id = $1, lease_epoch = $2, updated_at = $3
+    FROM picked
+    WHERE m.id = picked.id
+    RETURNING m.id, m.stream, m.priority, m.campaign, m.pool, m.attempts, m.expires_at,
+              m.due_at
+)
+SELECT m.id, c.account, c.author_domain, c.rcpt, c.rcpt_domain, c.verp_token, c.message_id,
+       c.body, m.stream, m.priority, m.campaign, m.pool, m.attempts, c.enqueued_at,
+       m.expires_at, c.smtputf8
+FROM claimed m JOIN md_content c ON c.id = m.id
+ORDER BY m.priority DESC, m.due_at;
+
+-- name: mark_committing
+-- The compare-and-set before the final dot: only messages still held under this lease,
+-- and only while the lease is alive. Already-committing ones are granted again, so a
+-- repeat after a lost reply is harmless. Runs with synchronous_commit on (the pool's
+-- default): the mark is durable when this returns.
+UPDATE md_message SET state = 'committing', updated_at = $4
+WHERE id = ANY($3::text[]) AND worker_id = $1 AND lease_epoch = $2
+  AND state IN ('sending', 'committing')
+  AND EXISTS (
+      SELECT 1 FROM md_worker w WHERE w.worker_id = $1 AND w.epoch = $2 AND w.expires_at > $4
+  )
+RETURNING id;
+
+-- name: record_outcomes
+-- $1 worker, $2 epoch, $3 now, $4.. one array per OutcomeRecord field. Fenced on
+-- (message, worker, epoch): a message recovered by another worker is left alone. Waiting
+-- outcomes (queued, deferred) update the row; finished ones move it to md_history.
+-- Committed asynchronously (set_config(..., true) lasts this transaction only): losing the
+-- last outcomes in a server crash leaves those messages committing, hence ambiguous after
+-- recovery, never sent twice.
+WITH o AS (
+    SELECT *
+    FROM unnest($4::text[], $5::text[], $6::bool[], $7::float8[], $8::int4[], $9::text[],
+                $10::text[], $11::text[], $12::text[])
+        AS o (id, state, counts_attempt, retry_at, reply_code, reply_text, source_ip,
+              platform_domain, mx_host)
+),
+waiting AS (
+    UPDATE md_message m
+    SET state = o.state,
+        due_at = o.retry_at,
+        attempts = m.attempts + o.counts_attempt::int,
+        worker_id = NULL,
+        lease_epoch = NULL,
+        last_reply_code = coalesce(o.reply_code, m.last_reply_code),
+        last_reply_text = coalesce(o.reply_text, m.last_reply_text),
+        source_ip = coalesce(o.source_ip, m.source_ip),
+        platform_domain = coalesce(o.platform_domain, m.platform_domain),
+        mx_host = coalesce(o.mx_host, m.mx_host),
+        updated_at = $3
+    FROM o
+    WHERE m.id = o.id AND o.state IN ('queued', 'deferred')
+      AND m.worker_id = $1 AND m.lease_epoch = $2 AND m.state IN ('sending', 'committing')
+    RETURNING m.id
+),
+finished AS (
+    DELETE FROM md_message m
+    USING o
+    WHERE m.id = o.id AND o.state NOT IN ('queued', 'deferred')
+      AND m.worker_id = $1 AND m.lease_epoch = $2 AND m.state IN ('sending', 'committing')
+    RETURNING m.id, o.state, m.attempts + o.counts_attempt::int AS attempts, m.account,
+              m.campaign, m.stream, m.pool,
+              coalesce(o.reply_code, m.last_reply_code) AS last_reply_code,
+              coalesce(o.reply_text, m.last_reply_text) AS last_reply_text,
+              coalesce(o.source_ip, m.source_ip) AS source_ip,
+              coalesce(o.platform_domain, m.platform_domain) AS platform_domain,
+              coalesce(o.mx_host, m.mx_host) AS mx_host,
+              m.enqueued_at
+),
+archived AS (
+    INSERT INTO md_history (id, state, attempts, account, campaign, stream, pool,
+                            last_reply_code, last_reply_text, source_ip, platform_domain,
+                            mx_host, enqueued_at, finished_at)
+    SELECT id, state, attempts, account, campaign, stream, pool, last_reply_code,
+           last_reply_text, source_ip, platform_domain, mx_host, enqueued_at, $3
+    FROM finished
+)
+SELECT (SELECT count(*) FROM waiting) + (SELECT count(*) FROM finished) AS applied,
+       set_config('synchronous_commit', 'off', true) AS commit_mode;
+
+-- name: recover
+-- $1 now, $2 streams whose ambiguous policy is "retry". Expired leases are deleted and
+-- their in-flight messages taken over in the same statement. Two recoverers at once: the
+-- second waits on the lease rows the first deleted, then skips them, so each lease is
+-- recovered once.
+WITH dead AS (
+    DELETE FROM md_worker WHERE expires_at <= $1
+    RETURNING worker_id, epoch
+),
+requeued AS (
+    UPDATE md_message m
+    SET state = 'queued',
+        attempts = m.attempts + (m.state = 'committing')::int,
+        worker_id = NULL,
+        lease_epoch = NULL,
+        updated_at = $1
+    FROM dead d
+    WHERE m.worker_id = d.worker_id AND m.lease_epoch = d.epoch
+      AND m.state IN ('sending', 'committing')
+      AND (m.state = 'sending' OR m.stream = ANY($2::text[]))
+    RETURNING m.id
+),
+held AS (
+    DELETE FROM md_message m
+    USING dead d
+    WHERE m.worker_id = d.worker_id AND m.lease_epoch = d.epoch
+      AND m.state IN ('sending', 'committing')
+      AND m.state = 'committing' AND NOT (m.stream = ANY($2::text[]))
+    RETURNING m.*
+),
+held_history AS (
+    INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
+                            last_reply_code, last_reply_text, source_ip, platform_domain,
+                            mx_host, enqueued_at, finished_at)
+    SELECT id, 'ambiguous', 'recovered_ambiguous', attempts + 1, account, campaign, stream,
+           pool, last_reply_code, last_reply_text, source_ip, platform_domain, mx_host,
+           enqueued_at, $1
+    FROM held
+)
+SELECT (SELECT count(*) FROM dead) AS workers,
+       (SELECT count(*) FROM requeued) AS requeued,
+       (SELECT count(*) FROM held) AS ambiguous,
+       CASE WHEN (SELECT count(*) FROM requeued) > 0
+            THEN pg_notify('maildispatch_work', '') END AS notified;
+
+-- name: counts
+SELECT state, pool, source_ip, count(*) AS n FROM md_message GROUP BY state, pool, source_ip
+UNION ALL
+SELECT state, pool, source_ip, count(*) AS n FROM md_history GROUP BY state, pool, source_ip;
+
+-- name: next_due
+SELECT min(due_at) FROM md_message WHERE state IN ('queued', 'deferred');
+
+-- name: active_count
+-- md_message holds exactly the messages not yet finished.
+SELECT count(*) FROM md_message;
+
+-- name: get
+SELECT m.id, c.account, c.idempotency_key, m.state, m.attempts, c.rcpt, m.last_reply_code,
+       m.last_reply_text, m.source_ip, m.platform_domain
+FROM md_message m JOIN md_content c ON c.id = m.id
+WHERE m.id = ANY($1::text[])
+UNION ALL
+SELECT h.id, c.account, c.idempotency_key, h.state, h.attempts, c.rcpt, h.last_reply_code,
+       h.last_reply_text, h.source_ip, h.platform_domain
+FROM md_history h JOIN md_content c ON c.id = h.id
+WHERE h.id = ANY($1::text[]);
+
+-- name: cancel
+WITH doomed AS (
+    DELETE FROM md_message
+    WHERE account = $1 AND ($2::text IS NULL OR campaign = $2)
+      AND state IN ('queued', 'deferred')
+    RETURNING *
+),
+archived AS (
+    INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
+                            last_reply_code, last_reply_text, source_ip, platform_domain,
+                            mx_host, enqueued_at, finished_at)
+    SELECT id, 'cancelled', 'cancelled', attempts, account, campaign, stream, pool,
+           last_reply_code, last_reply_text, source_ip, platform_domain, mx_host,
+           enqueued_at, $3
+    FROM doomed
+)
+SELECT count(*) FROM doomed;
+
+-- name: prune_messages
+-- One small batch ($2 rows) per statement: short transactions, no long locks.
+WITH doomed AS (
+    DELETE FROM md_history
+    WHERE id IN (SELECT id FROM md_history WHERE finished_at < $1 LIMIT $2)
+    RETURNING id
+),
+bodies AS (
+    DELETE FROM md_content c USING doomed d WHERE c.id = d.id
+)
+SELECT count(*) FROM doomed;
+
+-- name: prune_keys
+WITH doomed AS (
+    DELETE FROM md_idempotency
+    WHERE (account, idempotency_key) IN (
+        SELECT account, idempotency_key FROM md_idempotency WHERE created_at < $1 LIMIT $2
+    )
+    RETURNING 1
+)
+SELECT count(*) FROM doomed;
