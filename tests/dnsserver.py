@@ -3,7 +3,9 @@
 A test declares records (`add`), names that fail (`fail`: NXDOMAIN, SERVFAIL, or no answer at
 all), and reads how often each (name, type) was asked (`hits`). Names with records but not of the
 asked type get NOERROR with no answer (NODATA); undeclared names get NXDOMAIN. Negative answers
-carry the zone's SOA (its MINIMUM is `soa_minimum`) unless `soa_minimum` is None.
+carry the zone's SOA (its MINIMUM is `soa_minimum`) unless `soa_minimum` is None. Records go
+out in the order declared (dnspython would shuffle them; real servers rotate them) unless
+`shuffle` is set, so a test sees what its code under test did to the order.
 
     async with DnsServer() as dns_server:
         dns_server.add("example.test", "MX", "10 mx1.example.test.")
@@ -48,9 +50,12 @@ def _key(name: str) -> str:
 class DnsServer:
     """Answers queries from the records and failures a test declared; counts every query."""
 
-    def __init__(self, zone: str = "test", soa_minimum: int | None = 300) -> None:
+    def __init__(
+        self, zone: str = "test", soa_minimum: int | None = 300, *, shuffle: bool = False
+    ) -> None:
         self.zone = dns.name.from_text(zone)
         self.soa_minimum = soa_minimum
+        self.shuffle = shuffle
         self.port = 0
         self.hits: Counter[tuple[str, str]] = Counter()
         self._records: dict[str, dict[int, dns.rrset.RRset]] = {}
@@ -113,7 +118,7 @@ class DnsServer:
             return None
         if failure is Failure.SERVFAIL:
             response.set_rcode(dns.rcode.SERVFAIL)
-            return response.to_wire()
+            return response.to_wire(want_shuffle=self.shuffle)
         records = None if failure is Failure.NXDOMAIN else self._records.get(name)
         if records is None:
             response.set_rcode(dns.rcode.NXDOMAIN)
@@ -122,7 +127,7 @@ class DnsServer:
             response.answer.append(records[q.rdtype])
         else:
             self._add_soa(response)
-        return response.to_wire()
+        return response.to_wire(want_shuffle=self.shuffle)
 
     def _add_soa(self, response: dns.message.Message) -> None:
         if self.soa_minimum is None:
