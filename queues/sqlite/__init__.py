@@ -1,0 +1,1 @@
+"""The embedded SQLite queue backend: `queues.sqlite.backend.SqliteQueue`."""

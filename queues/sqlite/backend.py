@@ -1,0 +1,183 @@
+"""`SqliteQueue`: the embedded queue backend (stdlib sqlite3, WAL mode, one file per node)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+from queues.protocol import (
+    ClaimedMessage,
+    EnqueueResult,
+    InvalidQueueInput,
+    Lease,
+    MessageRecord,
+    NewMessage,
+    OutcomeRecord,
+    RecoveryReport,
+    StatusCounts,
+)
+from queues.sqlite import delivery, leases, status
+from queues.sqlite.connection import SqliteConnection, transaction
+from queues.sqlite.enqueue import enqueue_batch
+from queues.sqlite.locks import OwnLocks, lock_dir
+from queues.sqlite.sql import schema
+
+
+class SqliteQueue:
+    """The `Queue` protocol on one SQLite file shared by every process of a node.
+
+    Durability: the file is in WAL mode and every write is one `BEGIN IMMEDIATE`
+    transaction that has committed before its coroutine returns. With
+    `synchronous="FULL"` (the default) SQLite fsyncs the WAL at each commit, so an
+    acknowledged enqueue, committing mark or outcome survives a power loss or OS crash.
+    With `"NORMAL"` the WAL is fsynced only at checkpoints: a committed write survives the
+    crash of any process (it is in the OS page cache), but the last commits before a power
+    loss or OS crash may be rolled back (the file stays consistent). `"EXTRA"` also fsyncs
+    the directory.
+
+    Concurrency: each queue object owns one connection, used only from its own thread, so
+    no sqlite3 call runs on the event loop. Processes serialise on SQLite's write lock
+    (waiting up to `busy_timeout` seconds). Worker liveness is an `flock` on a lock file
+    beside the database (see `queues.sqlite.locks`): a worker whose process lives is never
+    taken over; `lease_ttl` only applies to a worker whose lock file cannot be probed.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        lease_ttl: float = 30.0,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        if not lease_ttl > 0:
+            raise InvalidQueueInput("lease_ttl", f"must be positive, got {lease_ttl!r}")
+        self.path = Path(path)
+        self.lease_ttl = lease_ttl
+        self._db = SqliteConnection(self.path, synchronous=synchronous, busy_timeout=busy_timeout)
+        self._locks = OwnLocks(lock_dir(self.path))
+
+    async def open(self) -> None:
+        """Open the connection and create the schema when missing."""
+        await self._db.open(schema())
+
+    async def close(self) -> None:
+        """Close the connection and release this object's worker locks.
+
+        Worker rows stay: their messages are taken over by the next `recover` (of any
+        process), exactly as after a crash."""
+        try:
+            await self._db.close()
+        finally:
+            self._locks.release_all()
+
+    async def enqueue_many(self, messages: Sequence[NewMessage]) -> list[EnqueueResult]:
+        """Store a batch in one transaction (see the protocol for idempotency)."""
+        if not messages:
+            return []
+        batch = list(messages)  # the caller's list may change while the thread works
+        return await self._db.write(partial(enqueue_batch, messages=batch, now=time.time()))
+
+    async def register_worker(self) -> Lease:
+        """Lock a fresh lock file, then register under the next epoch."""
+        return await self._db.run(partial(self._register, worker_id=leases.new_worker_id()))
+
+    def _register(self, conn: sqlite3.Connection, *, worker_id: str) -> Lease:
+        # Lock first, row second: a visible worker row always has a held lock while its
+        # process lives.
+        lock_path = self._locks.acquire(worker_id)
+        insert = partial(
+            leases.insert_worker, worker_id=worker_id, lock_path=str(lock_path), now=time.time()
+        )
+        try:
+            return transaction(conn, insert)
+        except BaseException:
+            self._locks.release(worker_id)
+            lock_path.unlink(missing_ok=True)
+            raise
+
+    async def heartbeat(self, lease: Lease) -> bool:
+        """Renew the lease; False when it was taken over."""
+        return await self._db.write(partial(leases.heartbeat, lease=lease, now=time.time()))
+
+    async def claim(self, lease: Lease, limit: int, now: float) -> list[ClaimedMessage]:
+        """Claim due messages in one transaction; LeaseLost when the lease is stale."""
+        if limit <= 0:
+            return []
+        return await self._db.write(partial(delivery.claim, lease=lease, limit=limit, now=now))
+
+    async def mark_committing(self, lease: Lease, ids: Sequence[str]) -> set[str]:
+        """The committing compare-and-set; committed (durable) before it returns."""
+        if not ids:
+            return set()
+        return await self._db.write(
+            partial(delivery.mark_committing, lease=lease, ids=list(ids), now=time.time())
+        )
+
+    async def record_outcomes(self, lease: Lease, outcomes: Sequence[OutcomeRecord]) -> int:
+        """Apply a batch of outcomes in one fenced transaction; how many applied."""
+        if not outcomes:
+            return 0
+        batch = list(outcomes)
+        delivery.check_outcomes(batch)
+        return await self._db.write(
+            partial(delivery.record_outcomes, lease=lease, outcomes=batch, now=time.time())
+        )
+
+    async def recover(
+        self, now: float, ambiguous_policy: dict[str, str] | None = None
+    ) -> RecoveryReport:
+        """Take over the messages of dead workers (each in its own transaction)."""
+        policy = ambiguous_policy or {}
+        retry_streams = {stream for stream, action in policy.items() if action == "retry"}
+        return await self._db.run(
+            partial(
+                leases.recover,
+                now=now,
+                lease_ttl=self.lease_ttl,
+                is_own=self._locks.holds,
+                retry_streams=retry_streams,
+            )
+        )
+
+    async def counts(self) -> StatusCounts:
+        """Counts per state, per pool and per last source IP."""
+        return await self._db.run(status.counts)
+
+    async def next_due(self) -> float | None:
+        """Earliest due time among queued and deferred messages."""
+        return await self._db.run(status.next_due)
+
+    async def active_count(self) -> int:
+        """Messages in queued, deferred, sending or committing."""
+        return await self._db.run(status.active_count)
+
+    async def get(self, ids: Sequence[str]) -> list[MessageRecord]:
+        """Stored records of the given ids, in the order asked (missing ones left out)."""
+        return await self._db.run(partial(status.get, ids=list(ids)))
+
+    async def prune(
+        self, now: float, retention: float, idempotency_retention: float
+    ) -> tuple[int, int]:
+        """Drop old finished messages and old idempotency keys, a small batch per
+        transaction so that claims and enqueues keep flowing meanwhile."""
+        messages = await self._drain(partial(status.prune_messages, before=now - retention))
+        keys = await self._drain(partial(status.prune_keys, before=now - idempotency_retention))
+        return messages, keys
+
+    async def _drain(self, delete_batch: partial[int]) -> int:
+        total = 0
+        while True:
+            n = await self._db.write(delete_batch)
+            total += n
+            if n < status.PRUNE_BATCH:
+                return total
+
+    async def cancel(self, account: str, campaign: str | None = None) -> int:
+        """Cancel the account's (or campaign's) queued and deferred messages."""
+        return await self._db.write(
+            partial(status.cancel, account=account, campaign=campaign, now=time.time())
+        )

@@ -1,0 +1,127 @@
+"""Claim, committing mark and outcomes: the per-batch writes of the hot path.
+
+Every function runs inside a write transaction on the connection thread, and checks the
+lease first: holding the write lock, a current lease stays current until the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from queues.protocol import (
+    OUTCOME_STATES,
+    ClaimedMessage,
+    InvalidQueueInput,
+    Lease,
+    LeaseLost,
+    MessageState,
+    OutcomeRecord,
+)
+from queues.sqlite.leases import is_current
+from queues.sqlite.sql import Q
+
+_NEEDS_RETRY_AT = frozenset({MessageState.DEFERRED, MessageState.QUEUED})
+_EXPIRES_AT = 15  # column of claim_candidates
+
+
+def _expired(expires_at: float | None, now: float) -> bool:
+    return expires_at is not None and expires_at <= now
+
+
+def claim(conn: sqlite3.Connection, lease: Lease, limit: int, now: float) -> list[ClaimedMessage]:
+    """Take up to `limit` due messages, best priority then earliest due first.
+
+    Due messages already past `expires_at` become `failed` instead, and more are read in
+    their place. Raises LeaseLost when the lease is not current.
+    """
+    if not is_current(conn, lease):
+        raise LeaseLost(f"worker {lease.worker_id} epoch {lease.epoch} is no longer current")
+    claimed: list[ClaimedMessage] = []
+    while len(claimed) < limit:
+        wanted = limit - len(claimed)
+        rows = conn.execute(Q.claim_candidates, (now, wanted)).fetchall()
+        expired = [(now, row[0]) for row in rows if _expired(row[_EXPIRES_AT], now)]
+        taken = [row for row in rows if not _expired(row[_EXPIRES_AT], now)]
+        conn.executemany(Q.claim_take, [(lease.worker_id, lease.epoch, now, r[0]) for r in taken])
+        conn.executemany(Q.claim_expire, expired)
+        claimed.extend(_claimed(row, lease) for row in taken)
+        if not expired or len(rows) < wanted:
+            break  # nothing more is due: read again only to replace expired messages
+    return claimed
+
+
+def _claimed(row: Any, lease: Lease) -> ClaimedMessage:
+    return ClaimedMessage(
+        id=row[1],
+        account=row[2],
+        author_domain=row[3],
+        rcpt=row[4],
+        rcpt_domain=row[5],
+        verp_token=row[6],
+        message_id=row[7],
+        body=row[8],
+        stream=row[9],
+        priority=row[10],
+        campaign=row[11],
+        pool=row[12],
+        attempts=row[13],
+        enqueued_at=row[14],
+        expires_at=row[_EXPIRES_AT],
+        smtputf8=bool(row[16]),
+        lease=lease,
+    )
+
+
+def mark_committing(
+    conn: sqlite3.Connection, lease: Lease, ids: Sequence[str], now: float
+) -> set[str]:
+    """Compare-and-set sending -> committing; the ids granted (none for a stale lease)."""
+    if not ids or not is_current(conn, lease):
+        return set()
+    args = (json.dumps(list(ids)), lease.worker_id, lease.epoch, now)
+    return {row[0] for row in conn.execute(Q.mark_committing, args)}
+
+
+def check_outcomes(outcomes: Sequence[OutcomeRecord]) -> None:
+    """Refuse the batch when any outcome is malformed (before anything is written)."""
+    for outcome in outcomes:
+        if outcome.state not in OUTCOME_STATES:
+            raise InvalidQueueInput(
+                "state", f"{outcome.state!r} is not an outcome state (message {outcome.id})"
+            )
+        if outcome.state in _NEEDS_RETRY_AT and outcome.retry_at is None:
+            raise InvalidQueueInput(
+                "retry_at", f"required for {outcome.state.value} (message {outcome.id})"
+            )
+
+
+def record_outcomes(
+    conn: sqlite3.Connection, lease: Lease, outcomes: Sequence[OutcomeRecord], now: float
+) -> int:
+    """Apply the outcomes of messages this lease still holds; how many were applied."""
+    if not outcomes or not is_current(conn, lease):
+        return 0
+    cursor = conn.executemany(
+        Q.record_outcome,
+        [
+            (
+                str(o.state),
+                1 if o.counts_attempt else 0,
+                o.retry_at,
+                o.reply_code,
+                o.reply_text,
+                o.source_ip,
+                o.platform_domain,
+                o.mx_host,
+                now,
+                o.id,
+                lease.worker_id,
+                lease.epoch,
+            )
+            for o in outcomes
+        ],
+    )
+    return cursor.rowcount

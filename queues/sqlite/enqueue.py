@@ -1,0 +1,118 @@
+"""Batched enqueue with idempotency keys (runs on the connection thread, in a transaction)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from queues.protocol import EnqueueResult, IdempotencyConflict, InvalidQueueInput, NewMessage
+from queues.sqlite.sql import Q
+
+_Key = tuple[str, str]
+
+
+def _check(message: NewMessage) -> None:
+    # Only what SQLite would otherwise store silently wrong; the dispatcher validates content.
+    if not message.id:
+        raise InvalidQueueInput("id", "must not be empty")
+    if not message.account:
+        raise InvalidQueueInput("account", f"must not be empty (message {message.id})")
+    if not message.idempotency_key:
+        raise InvalidQueueInput("idempotency_key", f"must not be empty (message {message.id})")
+    if not isinstance(message.body, bytes):
+        raise InvalidQueueInput("body", f"must be bytes (message {message.id})")
+
+
+def enqueue_batch(
+    conn: sqlite3.Connection, messages: Sequence[NewMessage], now: float
+) -> list[EnqueueResult]:
+    """Store the new messages of one batch; call inside a write transaction.
+
+    Raises (so the caller rolls back the whole batch) on the first idempotency conflict,
+    whether with a stored key or with an earlier message of the same batch.
+    """
+    first: dict[_Key, NewMessage] = {}
+    for message in messages:
+        _check(message)
+        key = (message.account, message.idempotency_key)
+        earlier = first.setdefault(key, message)
+        if earlier.payload_hash != message.payload_hash:
+            raise IdempotencyConflict(message.account, message.idempotency_key, earlier.id)
+
+    stored: dict[_Key, str] = {}
+    for account, idem_key, payload_hash, message_id in conn.execute(
+        Q.find_keys, (json.dumps(list(first)),)
+    ):
+        if first[(account, idem_key)].payload_hash != payload_hash:
+            raise IdempotencyConflict(account, idem_key, message_id)
+        stored[(account, idem_key)] = message_id
+
+    fresh = [m for key, m in first.items() if key not in stored]
+    conn.executemany(
+        Q.insert_key,
+        [(m.account, m.idempotency_key, m.payload_hash, m.id, now) for m in fresh],
+    )
+    # A savepoint so that, on a constraint error, the stored state can be inspected as it was.
+    conn.execute("SAVEPOINT insert_messages")
+    try:
+        conn.executemany(
+            Q.insert_message,
+            [
+                (
+                    m.id,
+                    m.account,
+                    m.idempotency_key,
+                    m.payload_hash,
+                    m.author_domain,
+                    m.rcpt,
+                    m.rcpt_domain,
+                    m.verp_token,
+                    m.message_id,
+                    m.stream,
+                    m.priority,
+                    m.campaign,
+                    m.pool,
+                    m.due_at,
+                    now,
+                    m.expires_at,
+                    m.smtputf8,
+                    m.body,
+                )
+                for m in fresh
+            ],
+        )
+    except sqlite3.IntegrityError as exc:
+        conn.execute("ROLLBACK TO insert_messages")
+        raise _constraint_error(conn, fresh, exc) from None
+    conn.execute("RELEASE insert_messages")
+
+    results: list[EnqueueResult] = []
+    for message in messages:
+        key = (message.account, message.idempotency_key)
+        existing = stored.get(key)
+        if existing is not None:
+            results.append(EnqueueResult(existing, created=False))
+        else:
+            owner = first[key]
+            results.append(EnqueueResult(owner.id, created=owner is message))
+    return results
+
+
+def _constraint_error(
+    conn: sqlite3.Connection, fresh: list[NewMessage], exc: sqlite3.IntegrityError
+) -> InvalidQueueInput:
+    """Name the field that made the insert fail (only on this error path)."""
+    text = str(exc)
+    if "NOT NULL" in text:
+        return InvalidQueueInput(text.rsplit(".", 1)[-1], "must not be None")
+    seen: set[str] = set()
+    for message in fresh:
+        if message.id in seen:
+            return InvalidQueueInput("id", f"message id {message.id!r} appears twice in the batch")
+        seen.add(message.id)
+    ids = json.dumps([m.id for m in fresh])
+    taken = [row[0] for row in conn.execute(Q.existing_ids, (ids,))]
+    if taken:
+        return InvalidQueueInput("id", f"message ids already stored: {taken[:5]!r}")
+    return InvalidQueueInput("id", text)

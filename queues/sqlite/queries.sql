@@ -1,0 +1,160 @@
+-- Named queries of the SQLite queue, loaded once by queues/sqlite/sql.py.
+-- Each starts with a `-- name: <name>` line. Parameters are numbered (?1, ?2...) so that
+-- executemany gets plain tuples. Sets of ids travel as one JSON array (json_each) so that
+-- every statement stays static and prepared once.
+
+-- name: find_keys
+-- ?1: JSON array of [account, idempotency_key] pairs; each pair is a primary-key lookup.
+SELECT k.account, k.idempotency_key, k.payload_hash, k.message_id
+FROM json_each(?1) AS j
+JOIN idempotency_keys AS k
+  ON k.account = j.value ->> 0 AND k.idempotency_key = j.value ->> 1;
+
+-- name: insert_key
+INSERT INTO idempotency_keys (account, idempotency_key, payload_hash, message_id, created_at)
+VALUES (?1, ?2, ?3, ?4, ?5);
+
+-- name: insert_message
+INSERT INTO messages (
+    id, account, idempotency_key, payload_hash, author_domain, rcpt, rcpt_domain,
+    verp_token, message_id, stream, priority, campaign, pool, state, attempts,
+    due_at, enqueued_at, expires_at, smtputf8, updated_at, body
+) VALUES (
+    ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'queued', 0,
+    ?14, ?15, ?16, ?17, ?15, ?18
+);
+
+-- name: existing_ids
+SELECT id FROM messages WHERE id IN (SELECT value FROM json_each(?1));
+
+-- name: next_epoch
+UPDATE counters SET value = value + 1 WHERE name = 'worker_epoch' RETURNING value;
+
+-- name: insert_worker
+INSERT INTO workers (worker_id, epoch, pid, heartbeat_at, lock_path)
+VALUES (?1, ?2, ?3, ?4, ?5);
+
+-- name: worker_epoch
+SELECT epoch FROM workers WHERE worker_id = ?1;
+
+-- name: heartbeat
+UPDATE workers SET heartbeat_at = ?3 WHERE worker_id = ?1 AND epoch = ?2;
+
+-- name: list_workers
+SELECT worker_id, epoch, heartbeat_at, lock_path FROM workers ORDER BY epoch;
+
+-- name: delete_worker
+DELETE FROM workers WHERE worker_id = ?1 AND epoch = ?2;
+
+-- name: recover_sending
+-- Never reached the final dot (no committing mark): back to the queue, no attempt counted.
+UPDATE messages
+SET state = 'queued', worker_id = NULL, lease_epoch = NULL, updated_at = ?3
+WHERE state = 'sending' AND worker_id = ?1 AND lease_epoch = ?2;
+
+-- name: recover_committing_retry
+-- ?4: JSON array of the streams whose policy is "retry".
+UPDATE messages
+SET state = 'queued', attempts = attempts + 1, worker_id = NULL, lease_epoch = NULL,
+    last_reply_code = NULL,
+    last_reply_text = 'worker lost after the committing mark; requeued by stream policy',
+    updated_at = ?3
+WHERE state = 'committing' AND worker_id = ?1 AND lease_epoch = ?2
+  AND stream IN (SELECT value FROM json_each(?4));
+
+-- name: recover_committing_hold
+UPDATE messages
+SET state = 'ambiguous', attempts = attempts + 1, worker_id = NULL, lease_epoch = NULL,
+    last_reply_code = NULL,
+    last_reply_text = 'no reply: worker lost after the committing mark',
+    updated_at = ?3
+WHERE state = 'committing' AND worker_id = ?1 AND lease_epoch = ?2;
+
+-- name: claim_candidates
+-- Two ordered range scans of messages_claim merged by SQLite (no sort), stopping at ?2 rows.
+-- delivery.py reads the columns by position.
+SELECT rowid, id, account, author_domain, rcpt, rcpt_domain, verp_token, message_id,
+       body, stream, priority, campaign, pool, attempts, enqueued_at, expires_at, smtputf8,
+       due_at
+FROM messages WHERE state = 'queued' AND due_at <= ?1
+UNION ALL
+SELECT rowid, id, account, author_domain, rcpt, rcpt_domain, verp_token, message_id,
+       body, stream, priority, campaign, pool, attempts, enqueued_at, expires_at, smtputf8,
+       due_at
+FROM messages WHERE state = 'deferred' AND due_at <= ?1
+ORDER BY priority DESC, due_at
+LIMIT ?2;
+
+-- name: claim_take
+UPDATE messages SET state = 'sending', worker_id = ?1, lease_epoch = ?2, updated_at = ?3
+WHERE rowid = ?4;
+
+-- name: claim_expire
+-- The previous reply, if any, is kept after the reason.
+UPDATE messages
+SET state = 'failed', updated_at = ?1,
+    last_reply_text = CASE WHEN last_reply_text IS NULL THEN 'expired'
+                           ELSE 'expired; last reply: ' || last_reply_text END
+WHERE rowid = ?2;
+
+-- name: mark_committing
+-- The compare-and-set: only messages still `sending` under this exact worker and epoch.
+UPDATE messages SET state = 'committing', updated_at = ?4
+WHERE id IN (SELECT value FROM json_each(?1))
+  AND +state = 'sending' AND worker_id = ?2 AND lease_epoch = ?3
+RETURNING id;
+
+-- name: record_outcome
+-- ?1 state, ?2 attempt increment, ?3 retry_at, ?4 reply code, ?5 reply text, ?6 source ip,
+-- ?7 platform domain, ?8 mx host, ?9 now, ?10 id, ?11 worker, ?12 epoch.
+-- A reply (code or text) replaces the last one; an outcome without one keeps it.
+UPDATE messages
+SET state = ?1,
+    attempts = attempts + ?2,
+    due_at = coalesce(?3, due_at),
+    last_reply_code = CASE WHEN ?4 IS NULL AND ?5 IS NULL THEN last_reply_code ELSE ?4 END,
+    last_reply_text = CASE WHEN ?4 IS NULL AND ?5 IS NULL THEN last_reply_text ELSE ?5 END,
+    source_ip = coalesce(?6, source_ip),
+    platform_domain = coalesce(?7, platform_domain),
+    mx_host = coalesce(?8, mx_host),
+    worker_id = NULL, lease_epoch = NULL, updated_at = ?9
+WHERE id = ?10 AND +state IN ('sending', 'committing') AND worker_id = ?11 AND lease_epoch = ?12;
+
+-- name: counts_by_state
+SELECT state, count(*) FROM messages GROUP BY state;
+
+-- name: counts_by_pool
+SELECT pool, state, count(*) FROM messages WHERE pool IS NOT NULL GROUP BY pool, state;
+
+-- name: counts_by_source_ip
+SELECT source_ip, state, count(*) FROM messages
+WHERE source_ip IS NOT NULL GROUP BY source_ip, state;
+
+-- name: next_due
+SELECT min(due_at) FROM messages WHERE state IN ('queued', 'deferred');
+
+-- name: active_count
+SELECT count(*) FROM messages WHERE state IN ('queued', 'deferred', 'sending', 'committing');
+
+-- name: get_messages
+SELECT id, account, idempotency_key, state, attempts, rcpt, last_reply_code,
+       last_reply_text, source_ip, platform_domain
+FROM messages WHERE id IN (SELECT value FROM json_each(?1));
+
+-- name: prune_messages
+DELETE FROM messages WHERE rowid IN (
+    SELECT rowid FROM messages INDEXED BY messages_finished
+    WHERE state IN ('delivered', 'bounced', 'failed', 'ambiguous', 'suppressed', 'cancelled')
+      AND updated_at < ?1
+    LIMIT ?2
+);
+
+-- name: prune_keys
+DELETE FROM idempotency_keys WHERE (account, idempotency_key) IN (
+    SELECT account, idempotency_key FROM idempotency_keys WHERE created_at < ?1 LIMIT ?2
+);
+
+-- name: cancel
+UPDATE messages
+SET state = 'cancelled', last_reply_code = NULL, last_reply_text = 'cancelled', updated_at = ?1
+WHERE state IN ('queued', 'deferred') AND account = ?2 AND (?3 IS NULL OR campaign = ?3);

@@ -1,0 +1,72 @@
+-- maildispatch SQLite queue schema. Every statement is idempotent: open() runs this file
+-- on each start, in one transaction.
+
+CREATE TABLE IF NOT EXISTS messages (
+    id              TEXT NOT NULL UNIQUE,
+    account         TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    payload_hash    TEXT NOT NULL,
+    author_domain   TEXT NOT NULL,
+    rcpt            TEXT NOT NULL,
+    rcpt_domain     TEXT NOT NULL,
+    verp_token      TEXT NOT NULL,
+    message_id      TEXT NOT NULL,
+    stream          TEXT NOT NULL,
+    priority        INTEGER NOT NULL,
+    campaign        TEXT,
+    pool            TEXT,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    due_at          REAL NOT NULL,
+    enqueued_at     REAL NOT NULL,
+    expires_at      REAL,
+    smtputf8        INTEGER NOT NULL,
+    worker_id       TEXT,
+    lease_epoch     INTEGER,
+    last_reply_code INTEGER,
+    last_reply_text TEXT,
+    source_ip       TEXT,
+    platform_domain TEXT,
+    mx_host         TEXT,
+    updated_at      REAL NOT NULL,
+    -- Last on purpose: a body spills into overflow pages, and SQLite walks that chain to
+    -- reach any column stored after it; state scans must never pay for bodies.
+    body            BLOB NOT NULL
+);
+
+-- Serves claim (one ordered range per claimable state), counts per state, active_count,
+-- and recovery (the small sending/committing ranges).
+CREATE INDEX IF NOT EXISTS messages_claim ON messages (state, priority DESC, due_at);
+
+-- Serves prune: only finished messages, oldest first.
+CREATE INDEX IF NOT EXISTS messages_finished ON messages (updated_at)
+    WHERE state IN ('delivered', 'bounced', 'failed', 'ambiguous', 'suppressed', 'cancelled');
+
+-- Idempotency keys live apart from messages so that pruning a message never reopens its key.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    account         TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    payload_hash    TEXT NOT NULL,
+    message_id      TEXT NOT NULL,
+    created_at      REAL NOT NULL,
+    PRIMARY KEY (account, idempotency_key)
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);
+
+CREATE TABLE IF NOT EXISTS workers (
+    worker_id    TEXT PRIMARY KEY,
+    epoch        INTEGER NOT NULL UNIQUE,
+    pid          INTEGER NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    lock_path    TEXT
+);
+
+-- Global counters; `worker_epoch` only ever grows, so a recovered worker's epoch is never
+-- handed out again even after its row is deleted.
+CREATE TABLE IF NOT EXISTS counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+
+INSERT INTO counters (name, value) VALUES ('worker_epoch', 0) ON CONFLICT (name) DO NOTHING;

@@ -1,0 +1,82 @@
+"""Reads for status and tests, and the housekeeping writes (prune, cancel).
+
+Every function runs on the connection thread.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+
+from queues.protocol import MessageRecord, MessageState, StatusCounts
+from queues.sqlite.sql import Q
+
+PRUNE_BATCH = 500  # rows per delete transaction: short write locks, other writers interleave
+
+
+def counts(conn: sqlite3.Connection) -> StatusCounts:
+    """Counts per state, per pool and per last source IP, from one read snapshot."""
+    conn.execute("BEGIN")  # one snapshot for the three queries
+    try:
+        by_state = {state: n for state, n in conn.execute(Q.counts_by_state)}
+        by_pool = _nested(conn.execute(Q.counts_by_pool))
+        by_ip = _nested(conn.execute(Q.counts_by_source_ip))
+    finally:
+        conn.execute("COMMIT")
+    return StatusCounts(by_state=by_state, by_pool=by_pool, by_source_ip=by_ip)
+
+
+def _nested(rows: sqlite3.Cursor) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for key, state, n in rows:
+        out.setdefault(key, {})[state] = n
+    return out
+
+
+def next_due(conn: sqlite3.Connection) -> float | None:
+    """Earliest due time of the queued and deferred messages."""
+    value = conn.execute(Q.next_due).fetchone()[0]
+    return None if value is None else float(value)
+
+
+def active_count(conn: sqlite3.Connection) -> int:
+    """Messages in queued, deferred, sending or committing."""
+    return int(conn.execute(Q.active_count).fetchone()[0])
+
+
+def get(conn: sqlite3.Connection, ids: Sequence[str]) -> list[MessageRecord]:
+    """Records of the given ids that exist, in the order asked."""
+    if not ids:
+        return []
+    found = {}
+    for row in conn.execute(Q.get_messages, (json.dumps(list(ids)),)):
+        found[row[0]] = MessageRecord(
+            id=row[0],
+            account=row[1],
+            idempotency_key=row[2],
+            state=MessageState(row[3]),
+            attempts=row[4],
+            rcpt=row[5],
+            last_reply_code=row[6],
+            last_reply_text=row[7],
+            source_ip=row[8],
+            platform_domain=row[9],
+        )
+    return [found[i] for i in dict.fromkeys(ids) if i in found]
+
+
+def prune_messages(conn: sqlite3.Connection, before: float) -> int:
+    """Delete up to PRUNE_BATCH finished messages last updated before `before`."""
+    return int(conn.execute(Q.prune_messages, (before, PRUNE_BATCH)).rowcount)
+
+
+def prune_keys(conn: sqlite3.Connection, before: float) -> int:
+    """Delete up to PRUNE_BATCH idempotency keys created before `before`."""
+    return int(conn.execute(Q.prune_keys, (before, PRUNE_BATCH)).rowcount)
+
+
+def cancel(conn: sqlite3.Connection, account: str, campaign: str | None, now: float) -> int:
+    """Queued and deferred messages of the account (or of one campaign) become cancelled;
+    call inside a write transaction."""
+    return conn.execute(Q.cancel, (now, account, campaign)).rowcount
