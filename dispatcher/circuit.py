@@ -4,6 +4,7 @@ After `failures` consecutive connect failures a host's circuit opens: `allow()` 
 `open_seconds`. Then it is half-open: one trial connection goes through; its success closes the
 circuit, its failure opens it again for another `open_seconds`. The engine reports outcomes; the
 breaker does no I/O. Only hosts with recent failures take memory (a success forgets the host).
+The key is the caller's choice: the MX host name, or "address:port" to judge each address alone.
 """
 
 from __future__ import annotations

@@ -290,11 +290,13 @@ class Router:
         if answer.rrset is None:
             return await self._implicit_mx(domain, answer, deadline, now)
 
-        mx_expires = now + min(float(answer.rrset.ttl), _MAX_TTL)
+        # minimum_ttl: the MX RRset's TTL, or less when a CNAME on the way has a smaller one.
+        mx_ttl = float(answer.chaining_result.minimum_ttl)
+        mx_expires = now + min(mx_ttl, _MAX_TTL)
         records = [cast(MX, r) for r in answer.rrset]
         real = [r for r in records if r.exchange != dns.name.root]
         if not real:
-            ttl = min(float(answer.rrset.ttl), self._negative_ttl)
+            ttl = min(mx_ttl, self._negative_ttl)
             return Resolution(RouteKind.BOUNCE, (), "null MX (RFC 7505)", "null_mx", now + ttl)
 
         by_preference: dict[int, list[str]] = {}
@@ -395,7 +397,7 @@ class Router:
             elif result.rrset is None:
                 ttl = min(ttl, self._negative(_soa_ttl(result.response)))
             else:
-                ttl = min(ttl, float(result.rrset.ttl))
+                ttl = min(ttl, float(result.chaining_result.minimum_ttl))
                 addresses.extend(r.to_text() for r in result.rrset)
         if transient is not None:
             # Partial or failed: keep it only briefly, so the missing part is asked again soon.

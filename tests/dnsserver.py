@@ -2,10 +2,10 @@
 
 A test declares records (`add`), names that fail (`fail`: NXDOMAIN, SERVFAIL, or no answer at
 all), and reads how often each (name, type) was asked (`hits`). Names with records but not of the
-asked type get NOERROR with no answer (NODATA); undeclared names get NXDOMAIN. Negative answers
-carry the zone's SOA (its MINIMUM is `soa_minimum`) unless `soa_minimum` is None. Records go
-out in the order declared (dnspython would shuffle them; real servers rotate them) unless
-`shuffle` is set, so a test sees what its code under test did to the order.
+asked type get NOERROR with no answer (NODATA); undeclared names get NXDOMAIN; CNAMEs to declared
+names are followed. Negative answers carry the zone's SOA (its MINIMUM is `soa_minimum`) unless
+`soa_minimum` is None. Records go out in the order declared (dnspython would shuffle them; real
+servers rotate them) unless `shuffle` is set, so a test sees what the code under test did.
 
     async with DnsServer() as dns_server:
         dns_server.add("example.test", "MX", "10 mx1.example.test.")
@@ -120,6 +120,13 @@ class DnsServer:
             response.set_rcode(dns.rcode.SERVFAIL)
             return response.to_wire(want_shuffle=self.shuffle)
         records = None if failure is Failure.NXDOMAIN else self._records.get(name)
+        # Follow CNAMEs among our own names, as an authoritative server does within its zone.
+        for _ in range(8):
+            if records is None or q.rdtype in records or dns.rdatatype.CNAME not in records:
+                break
+            cname = records[dns.rdatatype.CNAME]
+            response.answer.append(cname)
+            records = self._records.get(_key(cname[0].to_text()))
         if records is None:
             response.set_rcode(dns.rcode.NXDOMAIN)
             self._add_soa(response)

@@ -421,3 +421,15 @@ async def test_the_test_server_answers_over_tcp_too(dns_server: DnsServer) -> No
 
     assert [rr.to_text() for rr in response.answer[0]] == ["10 mx.tcp.test."]
     assert dns_server.hit("tcp.test", "MX") == 1
+
+
+async def test_a_cname_on_the_way_bounds_the_ttl(dns_server: DnsServer, clock: Clock) -> None:
+    dns_server.add("alias.test", "CNAME", "real.test.", ttl=30)
+    dns_server.add("real.test", "MX", "10 mx.real.test.", ttl=600)
+    dns_server.add("mx.real.test", "A", "192.0.2.90", ttl=600)
+    r = router(dns_server, clock)
+
+    res = await r.resolve("alias.test")
+
+    assert names(res) == ["mx.real.test"]
+    assert res.expires_at == clock.now + 30
