@@ -159,12 +159,14 @@ class PostgresQueue:
         if not unique:
             return []
         now = time.time()
+        # One global lock order for keys across chunks and transactions: no deadlocks.
+        ordered = sorted(unique, key=lambda m: (m.account, m.idempotency_key))
         created: set[str] = set()
         existing: dict[tuple[str, str], str] = {}
         async with self._db.connection() as conn:
             try:
                 async with conn.transaction():
-                    for part in chunks(unique, _CHUNK_ROWS, _CHUNK_BYTES):
+                    for part in chunks(ordered, _CHUNK_ROWS, _CHUNK_BYTES):
                         row = await conn.fetchrow(QUERIES["enqueue"], now, *message_columns(part))
                         assert row is not None
                         created.update(row["created"])

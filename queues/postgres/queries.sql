@@ -5,8 +5,10 @@
 -- name: enqueue
 -- $1 now, $2.. one array per column. Keys first: ON CONFLICT DO NOTHING waits for a
 -- concurrent insert of the same key and then skips it, so two connections enqueueing one key
--- store one message. Only rows whose key was inserted here get a message. One NOTIFY for the
--- whole statement (delivered at commit), never one per row.
+-- store one message. Keys are inserted in (account, key) order, the same order in every
+-- transaction (the caller sorts its chunks too), so two enqueues of overlapping keys wait
+-- on each other instead of deadlocking. Only rows whose key was inserted here get a
+-- message. One NOTIFY for the whole statement (delivered at commit), never one per row.
 WITH input AS (
     SELECT *
     FROM unnest(
@@ -20,6 +22,7 @@ WITH input AS (
 keys AS (
     INSERT INTO md_idempotency (account, idempotency_key, payload_hash, message_id, created_at)
     SELECT account, idempotency_key, payload_hash, id, $1 FROM input
+    ORDER BY account COLLATE "C", idempotency_key COLLATE "C"  -- code point order, as Python sorts
     ON CONFLICT DO NOTHING
     RETURNING message_id
 ),

@@ -15,11 +15,13 @@ import itertools
 import os
 import re
 import uuid
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 from queues.postgres.migrate import migrate
+from queues.protocol import NewMessage
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 _PREFIX = "mdtest"
@@ -111,3 +113,21 @@ def _cleanup() -> None:
         # The server may be down at exit; the next run drops the orphans.
         with contextlib.suppress(Exception):
             asyncio.run(_drop_all())
+
+
+def make_message(n: int, **fields: Any) -> NewMessage:
+    """A small valid message; `n` makes its id, key and recipient unique within a test."""
+    values: dict[str, Any] = {
+        "id": f"m{n}-{uuid.uuid4().hex[:10]}",
+        "account": "acme",
+        "idempotency_key": f"key-{n}",
+        "payload_hash": f"hash-{n}",
+        "author_domain": "acme-news.example",
+        "rcpt": f"user{n}@gmail.example",
+        "rcpt_domain": "gmail.example",
+        "verp_token": f"verp{n}",
+        "message_id": f"<{n}.{uuid.uuid4().hex[:8]}@acme-news.example>",
+        "body": b"From: news@acme-news.example\r\nSubject: hello\r\n\r\nhello\r\n",
+    }
+    values.update(fields)
+    return NewMessage(**values)
