@@ -77,7 +77,10 @@ def split_message(message: bytes) -> tuple[list[Header], bytes]:
 
 def relaxed_header(name: bytes, value: bytes) -> bytes:
     """RFC 6376 3.4.2: lower-case name, unfolded value, WSP runs as one space, trimmed."""
-    return name.lower() + b":" + _WSP.sub(b" ", value.replace(b"\r\n", b"")).strip() + b"\r\n"
+    value = value.replace(b"\r\n", b"")
+    if b"\t" in value or b"  " in value:  # the regex only when there is a run to compress
+        value = _WSP.sub(b" ", value)
+    return name.lower() + b":" + value.strip() + b"\r\n"
 
 
 def simple_header(name: bytes, value: bytes) -> bytes:
