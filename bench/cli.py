@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 def _one_line(rec: dict[str, Any]) -> str:
     if rec["status"] != "ok":
         return f"{rec['scenario']}: {rec['status']} ({rec['reason']})"
+    if rec.get("summary"):
+        return f"{rec['scenario']}: {rec['summary']}"
     return (
         f"{rec['scenario']}: {rec.get('messages_per_s')} msgs/s, "
         f"{rec.get('cpu_s_per_1k')} CPU s/1k msgs"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -149,7 +150,11 @@ async def run_engine(spec: WorkerSpec, result: WorkerResult) -> None:
         result.details = {
             "by_source_ip": dict(stats.by_source_ip),
             "claimed": stats.claimed,
-            "pid": os.getpid(),
+            "processes": spec.processes,
         }
+        if spec.processes > 1:
+            # Peak RSS of the largest helper process (ru_maxrss of waited children, in KB).
+            kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            result.details["helpers_peak_rss_mb"] = round(kb / 1024, 1)
     finally:
         await rt.close()

@@ -77,8 +77,8 @@ def scenarios(delay: float = 0.05, sessions: int = 100) -> list[Scenario]:
             "calibrate",
             "naive aiosmtplib sender, no DKIM, new connection per message: this machine's speed",
             "naive",
+            3000,
             2000,
-            800,
             params={"dkim": False, "concurrency": 20},
         ),
         Scenario(
