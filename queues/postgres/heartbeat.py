@@ -49,7 +49,11 @@ class HeartbeatConnection:
 
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
-            self._conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+            self._conn = await asyncpg.connect(
+                self._dsn,
+                timeout=self._connect_timeout,
+                server_settings={"application_name": "maildispatch-heartbeat"},
+            )
         return self._conn
 
     def _drop(self) -> None:

@@ -83,7 +83,11 @@ class WorkListener:
 
     async def _connect(self) -> asyncpg.Connection:
         async with translated_errors():
-            conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
+            conn = await asyncpg.connect(
+                self._dsn,
+                timeout=self._connect_timeout,
+                server_settings={"application_name": "maildispatch-listener"},
+            )
             try:
                 await conn.add_listener(CHANNEL, self._notified)
             except BaseException:
