@@ -59,7 +59,7 @@ async def test_concurrent_migrations_apply_each_step_once() -> None:
 
     results = await asyncio.gather(migrate(dsn), migrate(dsn), migrate(dsn))
 
-    assert results == [LATEST_VERSION] * 3
+    assert list(results) == [LATEST_VERSION] * 3
     assert await _versions(dsn) == [m.version for m in MIGRATIONS]
 
 
