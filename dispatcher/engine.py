@@ -336,7 +336,8 @@ class Engine:
     # -- side tasks ------------------------------------------------------------------------
 
     async def _heartbeat(self, lease: Lease, stop: asyncio.Event) -> None:
-        interval = 5.0
+        # Renew well within the backend's lease time-to-live.
+        interval = float(getattr(self.queue, "lease_ttl", 30.0)) / 3
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
@@ -364,10 +365,19 @@ class Engine:
                         report.requeued,
                         report.ambiguous,
                     )
+                if self.metrics is not None:
+                    self.metrics.queue_depth.set(await self.queue.active_count())
             except Exception as e:
                 log.warning("recovery pass failed: %s", e)
+            self._prune_lanes()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
+
+    def _prune_lanes(self) -> None:
+        """Forget lanes with no sessions and nothing waiting (destinations come and go)."""
+        idle = [k for k, lane in self._lanes.items() if lane.sessions == 0 and not len(lane)]
+        for key in idle:
+            del self._lanes[key]
 
     async def _shutdown(self) -> None:
         """Return unstarted work, let sessions finish, write every outcome."""
