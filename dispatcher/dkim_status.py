@@ -106,10 +106,9 @@ def status_report(config: Config, now: float) -> str:
         lines.append("")
         lines.append(f"{d['domain']}  [{roles}]  signing now: {signing}")
         for s in d["selectors"]:
-            extra = f"  (retired {s['retired_at']})" if "retired_at" in s else ""
-            lines.append(
-                f"  {s['selector']:<16} {s['type']:<8} from {s['active_from']}  {s['state']}{extra}"
-            )
+            since = "always" if s["active_from"] == _iso(0) else s["active_from"]
+            state = f"retired {s['retired_at']}" if "retired_at" in s else s["state"]
+            lines.append(f"  {s['selector']:<16} {s['type']:<8} from {since:<20}  {state}")
     if data["reminders"]:
         lines.append("")
         lines.append("Reminders:")
