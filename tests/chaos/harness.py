@@ -1,0 +1,365 @@
+"""The chaos run: real worker processes, a faulty recording sink, kills, a stop, a restart.
+
+    known set  -> enqueue N messages (idempotent, trickled over most of the run)
+    faults     -> the sink misbehaves by plan; the harness SIGKILLs random workers (a
+                  replacement starts at once), SIGSTOPs one past its lease and resumes it,
+                  and restarts PostgreSQL once
+    quiescence -> faults stop; workers drain until no message is waiting or in flight
+    check      -> every message's fate in the queue against the sink's record (checker.py)
+
+Redis is not used by the engine yet, so it is not restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from dispatcher.config import Config, load_config
+from dispatcher.runtime import Runtime
+from dispatcher.verp import Verp
+from queues.protocol import MessageState
+from tests.chaos.checker import Fate, Verdict, check
+from tests.chaos.setup import payload, write_config
+from tests.chaos.sink import read_events
+
+REPO = Path(__file__).resolve().parents[2]
+PG_RESTART = ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart"]
+RECOVERY_INTERVAL = 10.0  # dispatcher/engine.py: _recovery runs every 10 s
+SQLITE_RECOVERED = "no reply: worker lost"  # queues/sqlite: recover_committing_hold's text
+
+
+def _pg_lease_ttl() -> float:
+    from queues.postgres.backend import PostgresQueue
+
+    return float(inspect.signature(PostgresQueue).parameters["lease_ttl"].default)
+
+
+@dataclass
+class ChaosOptions:
+    seed: int
+    duration: float
+    messages: int
+    workers: int = 3
+    backend: str = "postgres"
+    kills: int = 0  # 0: max(20, one every 4 seconds)
+    restart_postgres: bool = True
+    stop_worker: bool = True
+    fault_rate: float = 0.3
+    drain_timeout: float = 240.0
+    workdir: Path | None = None
+
+
+@dataclass
+class ChaosReport:
+    options: ChaosOptions
+    verdict: Verdict
+    kills: int = 0
+    stops: int = 0
+    pg_restarts: int = 0
+    crashes: int = 0  # workers that exited without being killed
+    enqueued: int = 0
+    elapsed: float = 0.0
+    workdir: Path = field(default_factory=Path)
+
+    def line(self) -> str:
+        v = self.verdict
+        states = " ".join(f"{k}={n}" for k, n in sorted(v.states.items()))
+        return (
+            f"chaos: seed={self.options.seed} backend={self.options.backend} "
+            f"messages={v.messages} kills={self.kills} stops={self.stops} "
+            f"pg_restarts={self.pg_restarts} crashes={self.crashes} faults={v.faults} "
+            f"lost={v.lost} duplicates={v.duplicates} ambiguous={v.ambiguous} "
+            f"unfinished={v.unfinished} violations={v.violations} [{states}] "
+            f"elapsed={self.elapsed:.0f}s"
+        )
+
+
+class Workers:
+    """`maildispatch run` processes; keeps `count` of them alive."""
+
+    def __init__(self, config: Path, count: int, logs: Path) -> None:
+        self._config = config
+        self._count = count
+        self._logs = logs
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._files: list[IO[bytes]] = []
+        self._started = 0
+        self.stopped: subprocess.Popen[bytes] | None = None
+        self.kills = 0
+        self.crashes = 0
+
+    def start_one(self) -> None:
+        self._started += 1
+        log = (self._logs / f"worker-{self._started:03d}.log").open("wb")
+        self._files.append(log)
+        cmd = [sys.executable, "-m", "dispatcher.cli", "run", "--config", str(self._config)]
+        self.procs.append(subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT))
+
+    def fill(self) -> None:
+        """Replace workers that exited on their own (counted as crashes)."""
+        for p in list(self.procs):
+            if p.poll() is not None:
+                self.procs.remove(p)
+                self.crashes += 1
+        while len(self.procs) < self._count:
+            self.start_one()
+
+    def kill_random(self, rng: random.Random) -> None:
+        live = [p for p in self.procs if p.poll() is None and p is not self.stopped]
+        if not live:
+            return
+        victim = rng.choice(live)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        self.procs.remove(victim)
+        self.kills += 1
+        self.start_one()
+
+    def stop_random(self, rng: random.Random) -> None:
+        live = [p for p in self.procs if p.poll() is None]
+        if live:
+            self.stopped = rng.choice(live)
+            self.stopped.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.stopped is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.stopped.send_signal(signal.SIGCONT)
+            self.stopped = None
+
+    def terminate(self, within: float = 20.0) -> None:
+        self.resume()
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + within
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for f in self._files:
+            f.close()
+
+
+class SinkProcess:
+    """The recording sink in its own process (tests.chaos.sink)."""
+
+    def __init__(self, work: Path, seed: int | None, rate: float) -> None:
+        self.record = work / "sink.jsonl"
+        self._port_file = work / "sink.port"
+        cmd = [
+            sys.executable, "-m", "tests.chaos.sink",
+            "--record", str(self.record),
+            "--port-file", str(self._port_file),
+            "--verp-secret", str(work / "verp.key"),
+            "--rate", str(rate),
+        ]  # fmt: skip
+        if seed is not None:
+            cmd += ["--seed", str(seed)]
+        self._log = (work / "sink.log").open("wb")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
+
+    async def port(self, within: float = 30.0) -> int:
+        deadline = time.monotonic() + within
+        while not self._port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the chaos sink did not start; see {self._log.name}")
+            await asyncio.sleep(0.05)
+        return int(self._port_file.read_text())
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+async def _enqueue_all(rt: Runtime, opts: ChaosOptions, until: float, ids: dict[int, str]) -> None:
+    """Enqueue the known set in chunks spread until `until`; retries survive outages
+    because the idempotency key makes a repeated enqueue return the same id."""
+    chunk = 100
+    starts = list(range(0, opts.messages, chunk))
+    t0 = time.monotonic()
+    for k, start in enumerate(starts):
+        due = t0 + (until - t0) * k / max(1, len(starts))
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        batch = [payload(opts.seed, i) for i in range(start, min(start + chunk, opts.messages))]
+        while True:
+            try:
+                results = await rt.enqueue(batch)
+                break
+            except (ConnectionError, TimeoutError, OSError) as e:
+                print(f"chaos: enqueue retried after {e!r}", file=sys.stderr)
+                await asyncio.sleep(0.5)
+        for j, r in enumerate(results):
+            ids[start + j] = r.id
+
+
+async def _restart_postgres() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *PG_RESTART, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"PostgreSQL restart failed: {err.decode(errors='replace')}")
+
+
+async def _faults(opts: ChaosOptions, workers: Workers, t_end: float, report: ChaosReport) -> None:
+    """The process faults, on a schedule drawn from the seed."""
+    rng = random.Random(opts.seed)
+    d = opts.duration
+    n_kills = opts.kills or max(20, int(d / 4))
+    events: list[tuple[float, str]] = [
+        (rng.uniform(0.03, 0.92) * d, "kill") for _ in range(n_kills)
+    ]
+    if opts.stop_worker:
+        # Past its lease (PostgreSQL) and a recovery pass; on SQLite the flock of a stopped
+        # process is still held, so nobody may take over: the stop just pauses it.
+        hold = _pg_lease_ttl() + RECOVERY_INTERVAL + 5 if opts.backend == "postgres" else 10.0
+        events += [(0.15 * d, "stop"), (0.15 * d + hold, "resume")]
+    if opts.restart_postgres and opts.backend == "postgres":
+        events.append((0.55 * d, "pg_restart"))
+    t0 = t_end - d
+    for at, what in sorted(events):
+        await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
+        if what == "kill":
+            workers.kill_random(rng)
+            report.kills += 1
+        elif what == "stop":
+            workers.stop_random(rng)
+            report.stops += 1
+        elif what == "resume":
+            workers.resume()
+        else:
+            await _restart_postgres()
+            report.pg_restarts += 1
+    workers.resume()
+
+
+async def _supervise(workers: Workers, done: asyncio.Event) -> None:
+    while not done.is_set():
+        workers.fill()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout=0.5)
+
+
+async def _fates(rt: Runtime, config: Config, ids: list[str]) -> dict[str, Fate]:
+    recovered: set[str] = set()
+    if config.queue.backend == "postgres":
+        import asyncpg
+
+        conn = await asyncpg.connect(config.queue.dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT id FROM md_history WHERE reason = 'recovered_ambiguous'"
+            )
+        finally:
+            await conn.close()
+        recovered = {r["id"] for r in rows}
+    fates: dict[str, Fate] = {}
+    for start in range(0, len(ids), 1000):
+        for rec in await rt.queue.get(ids[start : start + 1000]):
+            by_recovery = rec.id in recovered or (
+                rec.state == MessageState.AMBIGUOUS
+                and (rec.last_reply_text or "").startswith(SQLITE_RECOVERED)
+            )
+            fates[rec.id] = Fate(rec.state, by_recovery)
+    return fates
+
+
+async def _open_runtime(config: Config, within: float = 60.0) -> Runtime:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await Runtime.open(config)
+        except (ConnectionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)
+
+
+async def _wait_drained(rt: Runtime, within: float) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if await rt.queue.active_count() == 0:
+                return
+        except (ConnectionError, OSError):
+            pass
+        await asyncio.sleep(1.0)
+
+
+async def run_chaos(opts: ChaosOptions) -> ChaosReport:
+    """One chaos run; the report's verdict says whether the promise held."""
+    work = opts.workdir or Path(tempfile.mkdtemp(prefix=f"chaos-{opts.seed}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    Verp.from_file(work / "verp.key", "b")  # the sink reads the secret the workers use
+    sink = SinkProcess(work, opts.seed, opts.fault_rate)
+    workers: Workers | None = None
+    report = ChaosReport(opts, Verdict(), workdir=work)
+    try:
+        port = await sink.port()
+        dsn = ""
+        if opts.backend == "postgres":
+            from tests.queues.pg_support import create_test_database
+
+            dsn = await create_test_database()
+        config_path = write_config(work, sink_port=port, backend=opts.backend, dsn=dsn)
+        config = load_config(config_path)
+        rt = await Runtime.open(config)  # creates the DKIM keys before any worker starts
+        ids: dict[int, str] = {}
+        try:
+            workers = Workers(config_path, opts.workers, work)
+            workers.fill()
+            t_end = time.monotonic() + opts.duration
+            done = asyncio.Event()
+            supervisor = asyncio.create_task(_supervise(workers, done))
+            feeder = asyncio.create_task(
+                _enqueue_all(rt, opts, time.monotonic() + 0.8 * opts.duration, ids)
+            )
+            await _faults(opts, workers, t_end, report)
+            await feeder
+            await asyncio.sleep(max(0.0, t_end - time.monotonic()))
+            print(f"chaos: faults over after {time.monotonic() - started:.0f}s; draining",
+                  file=sys.stderr)  # fmt: skip
+            await rt.close()  # its pool saw the restart; a fresh one reads the results
+            rt = await _open_runtime(config)
+            await _wait_drained(rt, opts.drain_timeout)
+            done.set()
+            await supervisor
+            workers.terminate()
+            report.crashes = workers.crashes
+            report.kills = workers.kills
+            sink.stop()
+            id_list = [ids[i] for i in sorted(ids)]
+            report.enqueued = len(id_list)
+            fates = await _fates(rt, config, id_list)
+            report.verdict = check(id_list, fates, read_events(sink.record))
+            if len(id_list) != opts.messages:
+                report.verdict.lost += opts.messages - len(id_list)
+        finally:
+            await rt.close()
+    finally:
+        if workers is not None:
+            workers.terminate()
+        if sink.proc.poll() is None:
+            sink.stop()
+    report.elapsed = time.monotonic() - started
+    return report
