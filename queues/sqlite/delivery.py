@@ -45,7 +45,8 @@ def claim(conn: sqlite3.Connection, lease: Lease, limit: int, now: float) -> lis
         rows = conn.execute(Q.claim_candidates, (now, wanted)).fetchall()
         expired = [(now, row[0]) for row in rows if _expired(row[_EXPIRES_AT], now)]
         taken = [row for row in rows if not _expired(row[_EXPIRES_AT], now)]
-        conn.executemany(Q.claim_take, [(lease.worker_id, lease.epoch, now, r[0]) for r in taken])
+        seqs = json.dumps([row[0] for row in taken])
+        conn.execute(Q.claim_take, (lease.worker_id, lease.epoch, now, seqs))
         conn.executemany(Q.claim_expire, expired)
         claimed.extend(_claimed(row, lease) for row in taken)
         if not expired or len(rows) < wanted:

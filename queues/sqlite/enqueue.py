@@ -53,6 +53,8 @@ def enqueue_batch(
         Q.insert_key,
         [(m.account, m.idempotency_key, m.payload_hash, m.id, now) for m in fresh],
     )
+    # Sequence numbers are ours to pick: the write lock is held until commit.
+    (last,) = conn.execute(Q.last_seq).fetchone()
     # A savepoint so that, on a constraint error, the stored state can be inspected as it was.
     conn.execute("SAVEPOINT insert_messages")
     try:
@@ -60,6 +62,7 @@ def enqueue_batch(
             Q.insert_message,
             [
                 (
+                    seq,
                     m.id,
                     m.account,
                     m.idempotency_key,
@@ -77,15 +80,15 @@ def enqueue_batch(
                     now,
                     m.expires_at,
                     m.smtputf8,
-                    m.body,
                 )
-                for m in fresh
+                for seq, m in enumerate(fresh, start=last + 1)
             ],
         )
     except sqlite3.IntegrityError as exc:
         conn.execute("ROLLBACK TO insert_messages")
         raise _constraint_error(conn, fresh, exc) from None
     conn.execute("RELEASE insert_messages")
+    conn.executemany(Q.insert_body, [(seq, m.body) for seq, m in enumerate(fresh, start=last + 1)])
 
     results: list[EnqueueResult] = []
     for message in messages:

@@ -14,15 +14,22 @@ JOIN idempotency_keys AS k
 INSERT INTO idempotency_keys (account, idempotency_key, payload_hash, message_id, created_at)
 VALUES (?1, ?2, ?3, ?4, ?5);
 
+-- name: last_seq
+SELECT coalesce(max(seq), 0) FROM messages;
+
 -- name: insert_message
+-- ?1 is the seq, chosen by the enqueuer under the write lock (so bodies can refer to it).
 INSERT INTO messages (
-    id, account, idempotency_key, payload_hash, author_domain, rcpt, rcpt_domain,
+    seq, id, account, idempotency_key, payload_hash, author_domain, rcpt, rcpt_domain,
     verp_token, message_id, stream, priority, campaign, pool, state, attempts,
-    due_at, enqueued_at, expires_at, smtputf8, updated_at, body
+    due_at, enqueued_at, expires_at, smtputf8, updated_at
 ) VALUES (
-    ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'queued', 0,
-    ?14, ?15, ?16, ?17, ?15, ?18
+    ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'queued', 0,
+    ?15, ?16, ?17, ?18, ?16
 );
+
+-- name: insert_body
+INSERT INTO message_bodies (seq, body) VALUES (?1, ?2);
 
 -- name: existing_ids
 SELECT id FROM messages WHERE id IN (SELECT value FROM json_each(?1));
@@ -73,21 +80,24 @@ WHERE state = 'committing' AND worker_id = ?1 AND lease_epoch = ?2;
 -- name: claim_candidates
 -- Two ordered range scans of messages_claim merged by SQLite (no sort), stopping at ?2 rows.
 -- delivery.py reads the columns by position.
-SELECT rowid, id, account, author_domain, rcpt, rcpt_domain, verp_token, message_id,
-       body, stream, priority, campaign, pool, attempts, enqueued_at, expires_at, smtputf8,
-       due_at
-FROM messages WHERE state = 'queued' AND due_at <= ?1
+SELECT m.seq, m.id, m.account, m.author_domain, m.rcpt, m.rcpt_domain, m.verp_token,
+       m.message_id, b.body, m.stream, m.priority, m.campaign, m.pool, m.attempts,
+       m.enqueued_at, m.expires_at, m.smtputf8, m.due_at
+FROM messages AS m JOIN message_bodies AS b ON b.seq = m.seq
+WHERE m.state = 'queued' AND m.due_at <= ?1
 UNION ALL
-SELECT rowid, id, account, author_domain, rcpt, rcpt_domain, verp_token, message_id,
-       body, stream, priority, campaign, pool, attempts, enqueued_at, expires_at, smtputf8,
-       due_at
-FROM messages WHERE state = 'deferred' AND due_at <= ?1
+SELECT m.seq, m.id, m.account, m.author_domain, m.rcpt, m.rcpt_domain, m.verp_token,
+       m.message_id, b.body, m.stream, m.priority, m.campaign, m.pool, m.attempts,
+       m.enqueued_at, m.expires_at, m.smtputf8, m.due_at
+FROM messages AS m JOIN message_bodies AS b ON b.seq = m.seq
+WHERE m.state = 'deferred' AND m.due_at <= ?1
 ORDER BY priority DESC, due_at
 LIMIT ?2;
 
 -- name: claim_take
+-- ?4: JSON array of seqs (one statement: about twice as fast as one UPDATE per row).
 UPDATE messages SET state = 'sending', worker_id = ?1, lease_epoch = ?2, updated_at = ?3
-WHERE rowid = ?4;
+WHERE seq IN (SELECT value FROM json_each(?4));
 
 -- name: claim_expire
 -- The previous reply, if any, is kept after the reason.
@@ -95,7 +105,7 @@ UPDATE messages
 SET state = 'failed', updated_at = ?1,
     last_reply_text = CASE WHEN last_reply_text IS NULL THEN 'expired'
                            ELSE 'expired; last reply: ' || last_reply_text END
-WHERE rowid = ?2;
+WHERE seq = ?2;
 
 -- name: mark_committing
 -- The compare-and-set: only messages still `sending` under this exact worker and epoch.
@@ -142,8 +152,9 @@ SELECT id, account, idempotency_key, state, attempts, rcpt, last_reply_code,
 FROM messages WHERE id IN (SELECT value FROM json_each(?1));
 
 -- name: prune_messages
-DELETE FROM messages WHERE rowid IN (
-    SELECT rowid FROM messages INDEXED BY messages_finished
+-- Bodies go with them (trigger messages_drop_body).
+DELETE FROM messages WHERE seq IN (
+    SELECT seq FROM messages INDEXED BY messages_finished
     WHERE state IN ('delivered', 'bounced', 'failed', 'ambiguous', 'suppressed', 'cancelled')
       AND updated_at < ?1
     LIMIT ?2

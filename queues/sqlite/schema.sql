@@ -2,6 +2,8 @@
 -- on each start, in one transaction.
 
 CREATE TABLE IF NOT EXISTS messages (
+    -- Alias of the rowid, explicit so that VACUUM keeps it: message_bodies refers to it.
+    seq             INTEGER PRIMARY KEY,
     id              TEXT NOT NULL UNIQUE,
     account         TEXT NOT NULL,
     idempotency_key TEXT NOT NULL,
@@ -28,11 +30,21 @@ CREATE TABLE IF NOT EXISTS messages (
     source_ip       TEXT,
     platform_domain TEXT,
     mx_host         TEXT,
-    updated_at      REAL NOT NULL,
-    -- Last on purpose: a body spills into overflow pages, and SQLite walks that chain to
-    -- reach any column stored after it; state scans must never pay for bodies.
-    body            BLOB NOT NULL
+    updated_at      REAL NOT NULL
 );
+
+-- Bodies live beside their message, one to one. SQLite writes a whole row again when an
+-- UPDATE changes its size, overflow pages included: with a 4 KB body inline, every state
+-- change (claim, mark, outcome) rewrote the body too (measured: ~10x slower updates).
+CREATE TABLE IF NOT EXISTS message_bodies (
+    seq  INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
+);
+
+CREATE TRIGGER IF NOT EXISTS messages_drop_body AFTER DELETE ON messages
+BEGIN
+    DELETE FROM message_bodies WHERE seq = old.seq;
+END;
 
 -- Serves claim (one ordered range per claimable state), counts per state, active_count,
 -- and recovery (the small sending/committing ranges).
