@@ -153,7 +153,8 @@ async def run_engine(spec: WorkerSpec, result: WorkerResult) -> None:
             "processes": spec.processes,
         }
         if spec.processes > 1:
-            # Peak RSS of the largest helper process (ru_maxrss of waited children, in KB).
+            # Largest helper peak (ru_maxrss of waited children, KB); after vfork it may hold
+            # this process's own peak at spawn time, which is no more than our own peak.
             kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
             result.details["helpers_peak_rss_mb"] = round(kb / 1024, 1)
     finally:

@@ -18,6 +18,22 @@ def cpu_now() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM) since its exec, in MB.
+
+    Not ru_maxrss from wait4: a child started with vfork inherits its parent's high-water
+    mark until it execs, so the parent's size would leak into the child's figure.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def phase(name: str) -> None:
     print(f"PHASE {name}", flush=True)
 

@@ -24,7 +24,6 @@ class Usage:
 
     user_s: float
     system_s: float
-    peak_rss_mb: float
     exit_code: int
 
     @property
@@ -89,8 +88,8 @@ class Child:
     def _finish(self, status: int, ru: resource.struct_rusage) -> None:
         code = os.waitstatus_to_exitcode(status)
         self.proc.returncode = code  # reaped here, so Popen must not wait for it again
-        # ru_maxrss is in kilobytes on Linux.
-        self.usage = Usage(ru.ru_utime, ru.ru_stime, ru.ru_maxrss / 1024.0, code)
+        # ru_maxrss is not used: after vfork it includes the parent's peak (see measure.py).
+        self.usage = Usage(ru.ru_utime, ru.ru_stime, code)
         self._reader.join(timeout=5)
         self._stderr.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import tempfile
@@ -93,8 +94,10 @@ class SinkRun:
             exe = shutil.which("smtp-sink")
             assert exe is not None
             self.port = _free_port()
+            # As root smtp-sink must be told which user to become.
+            user = ["-u", "nobody"] if os.geteuid() == 0 else []
             self.child = Child(
-                [exe, f"127.0.0.1:{self.port}", "1000"],
+                [exe, *user, f"127.0.0.1:{self.port}", "1000"],
                 self.lines,
                 tmp / "sink.err",
                 python=False,
@@ -267,7 +270,10 @@ def _run(
     usage = worker.usage
     assert usage is not None
     if usage.exit_code != 0 or lines.result is None:
-        raise RuntimeError(f"dispatcher exited {usage.exit_code}: {worker.stderr_tail(1500)}")
+        tail = worker.stderr_tail(3000)
+        rec["stderr_tail"] = tail
+        last = next((x for x in reversed(tail.splitlines()) if x.strip()), "no output")
+        raise RuntimeError(f"dispatcher exited {usage.exit_code}: {last.strip()}")
     res = lines.result
     if res.skipped:
         rec.update(status="skipped", reason=res.skipped)
@@ -296,7 +302,7 @@ def _fill(
         enqueue_wall_s=round(res.enqueue_wall_s, 3),
         enqueue_cpu_s=round(res.enqueue_cpu_s, 3),
         process_cpu_s=round(usage.cpu_s, 3),
-        peak_rss_mb=round(usage.peak_rss_mb, 1),
+        peak_rss_mb=round(max(res.peak_rss_mb, res.details.get("helpers_peak_rss_mb", 0.0)), 1),
         outcomes=res.outcomes,
         details=res.details,
     )
@@ -308,7 +314,7 @@ def _fill(
             "name": "smtp-sink" if sink.kind == "smtp-sink" else "bench-sink (uvloop)",
             "cpu_s": round(sink_usage.cpu_s, 3),
             "cpu_s_per_1k": round(sink_usage.cpu_s / delivered * 1000, 3) if delivered else None,
-            "peak_rss_mb": round(sink_usage.peak_rss_mb, 1),
+            "peak_rss_mb": stats.get("peak_rss_mb"),
         }
         if stats and delivered:
             flights, conns = int(stats["flights"]), int(stats["connections"])

@@ -15,8 +15,8 @@ import signal
 import sys
 from pathlib import Path
 
+from bench.measure import peak_rss_mb
 from bench.sink import SinkOptions, SinkStats, start_sink
-from bench.tlscert import server_context
 
 
 def _write_arrivals(path: Path, stats: SinkStats) -> None:
@@ -26,7 +26,11 @@ def _write_arrivals(path: Path, stats: SinkStats) -> None:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    tls = server_context(Path(args.cert), Path(args.key)) if args.cert else None
+    tls = None
+    if args.cert:
+        from bench.tlscert import server_context  # cryptography only when TLS is asked for
+
+        tls = server_context(Path(args.cert), Path(args.key))
     sink = await start_sink(SinkOptions(delay=args.delay, tls=tls), args.host, args.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -50,6 +54,7 @@ async def serve(args: argparse.Namespace) -> None:
         "messages": st.messages,
         "bytes": st.bytes,
         "tls_sessions": st.tls_sessions,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     print("STATS " + json.dumps(summary), flush=True)
 

@@ -64,6 +64,7 @@ class WorkerResult:
     run_wall_s: float = 0.0
     run_cpu_s: float = 0.0
     sent: int = 0
+    peak_rss_mb: float = 0.0
     errors: int = 0
     first_error: str = ""
     outcomes: dict[str, int] = field(default_factory=dict)

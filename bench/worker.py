@@ -12,7 +12,7 @@ import inspect
 import sys
 from typing import Any
 
-from bench.measure import measured
+from bench.measure import measured, peak_rss_mb
 from bench.spec import WorkerResult, WorkerSpec
 
 
@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         result = uvloop.run(main_async(spec))
     else:
         result = asyncio.run(main_async(spec))
+    result.peak_rss_mb = peak_rss_mb()
     print(result.to_line(), flush=True)
     return 0
 
