@@ -31,7 +31,7 @@ SIGNED_FIELDS: tuple[tuple[bytes, bool], ...] = (
     (b"list-unsubscribe-post", False),
     (b"feedback-id", False),
 )
-_SIGNED = {name: i for i, (name, _) in enumerate(SIGNED_FIELDS)}
+_SIGNED = frozenset(name for name, _ in SIGNED_FIELDS)
 
 _EOL = re.compile(rb"\r?\n")
 _NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
@@ -130,21 +130,24 @@ BODY_CANON: dict[str, BodyCanon] = {"relaxed": relaxed_body, "simple": simple_bo
 def select_signed(headers: list[Header], canon: HeaderCanon) -> tuple[tuple[int, ...], bytes]:
     """The h= list as a count per SIGNED_FIELDS entry, and the canonical bytes of the
     selected fields in h= order (each name's instances from the bottom up, RFC 6376 5.4.2)."""
-    found: list[list[Header]] = [[] for _ in SIGNED_FIELDS]
+    found: dict[bytes, list[Header]] = {}
     for h in headers:
-        i = _SIGNED.get(h[0].lower())
-        if i is not None:
-            found[i].append(h)
-    if len(found[0]) != 1:
-        raise MessageFormatError(
-            "From", f"a message needs exactly one From field, found {len(found[0])}"
-        )
+        name = h[0].lower()
+        if name in _SIGNED:
+            found.setdefault(name, []).append(h)
+    n_from = len(found.get(b"from", ()))
+    if n_from != 1:
+        raise MessageFormatError("From", f"a message needs exactly one From field, found {n_from}")
     counts: list[int] = []
     parts: list[bytes] = []
-    for (_, oversign), fields in zip(SIGNED_FIELDS, found, strict=True):
+    for name, oversign in SIGNED_FIELDS:
+        fields = found.get(name)
+        if fields is None:
+            counts.append(int(oversign))
+            continue
         counts.append(len(fields) + oversign)
-        for name, value in reversed(fields):
-            parts.append(canon(name, value))
+        for field_name, value in reversed(fields):
+            parts.append(canon(field_name, value))
     return tuple(counts), b"".join(parts)
 
 

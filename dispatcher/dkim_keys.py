@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
 import os
 import re
@@ -16,9 +17,9 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 
 from dispatcher.config import ConfigError, DkimKeyConfig, check_domain
 
@@ -119,7 +120,11 @@ def parse_key_bytes(data: bytes) -> PrivateKey:
                 "the key is encrypted; DKIM keys must be stored unencrypted (mode 0600)"
             )
         try:
-            key = serialization.load_pem_private_key(data, password=None)
+            # OpenSSL's full RSA key check costs 40-160 ms a key (startup with many author
+            # domains); check_key's sign-and-verify self-test catches a broken key instead.
+            key = serialization.load_pem_private_key(
+                data, password=None, unsafe_skip_rsa_key_validation=True
+            )
         except (ValueError, TypeError, UnsupportedAlgorithm):
             raise ValueError("not a readable PEM private key (PKCS#8 or PKCS#1 expected)") from None
     else:
@@ -155,6 +160,18 @@ def _rsa_pkcs1_public(key: rsa.RSAPrivateKey) -> bytes:
     )
 
 
+def _self_test(key: rsa.RSAPrivateKey) -> bool:
+    """Sign and verify one digest: a corrupted key (wrong CRT values, say) fails here."""
+    digest = hashlib.sha256(b"maildispatch dkim key self-test").digest()
+    algorithm = utils.Prehashed(hashes.SHA256())
+    try:
+        sig = key.sign(digest, padding.PKCS1v15(), algorithm)
+        key.public_key().verify(sig, digest, padding.PKCS1v15(), algorithm)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
 def check_key(cfg: DkimKeyConfig, key: PrivateKey) -> None:
     """The configured type, the RSA size floor and the published public key, for one key."""
 
@@ -168,8 +185,13 @@ def check_key(cfg: DkimKeyConfig, key: PrivateKey) -> None:
         raise fail(
             ".file", f"holds an {actual} key but the selector is configured as {cfg.key_type}"
         )
-    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS:
-        raise fail(".file", f"RSA key of {key.key_size} bits; at least {MIN_RSA_BITS} are required")
+    if isinstance(key, rsa.RSAPrivateKey):
+        if key.key_size < MIN_RSA_BITS:
+            raise fail(
+                ".file", f"RSA key of {key.key_size} bits; at least {MIN_RSA_BITS} are required"
+            )
+        if not _self_test(key):
+            raise fail(".file", "the RSA key is inconsistent: its test signature does not verify")
     if cfg.public_key is None:
         return
     try:

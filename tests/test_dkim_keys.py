@@ -412,3 +412,14 @@ def test_keygen_refuses_to_overwrite_and_bad_arguments(tmp_path: Path) -> None:
             keygen(**args)
         assert e.value.field == field
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.example.k1.pem"]
+
+
+def test_inconsistent_rsa_key(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
+    # Loading skips OpenSSL's slow full key check; the sign-and-verify self-test stands in.
+    n = rsa_key.private_numbers()
+    broken = rsa.RSAPrivateNumbers(
+        n.p, n.q, n.d + 2, n.dmp1 + 2, n.dmq1 + 2, n.iqmp, n.public_numbers
+    ).private_key(unsafe_skip_rsa_key_validation=True)
+    f = write(tmp_path / "broken.pem", pem(broken))
+    err = load_error(config(tmp_path, [entry("a.example", "s1", f)]))
+    assert err.key_path == "dkim.keys[0].file" and "inconsistent" in str(err)
