@@ -34,7 +34,9 @@ SIGNED_FIELDS: tuple[tuple[bytes, bool], ...] = (
 _SIGNED = frozenset(name for name, _ in SIGNED_FIELDS)
 
 _EOL = re.compile(rb"\r?\n")
-_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+")
+# Field-name characters (RFC 5322 2.2: printable ASCII but the colon); deleting them from a
+# valid name leaves nothing, which is cheaper per line than a regex match.
+_NAME_CHARS = bytes(range(0x21, 0x7F))
 _WSP = re.compile(rb"[\t ]+")
 
 
@@ -69,7 +71,7 @@ def split_message(message: bytes) -> tuple[list[Header], bytes]:
             headers[-1] = (name, value + line + b"\r\n")
             continue
         name, sep, value = line.partition(b":")
-        if not sep or not _NAME.fullmatch(name):
+        if not sep or not name or name.translate(None, _NAME_CHARS):
             raise MessageFormatError("header", f"line {n} is not a header field")
         headers.append((name, value + b"\r\n"))
     return headers, body
