@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,7 +261,7 @@ def write_key_file(path: Path, key: PrivateKey) -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -273,6 +274,11 @@ def write_key_file(path: Path, key: PrivateKey) -> None:
             raise KeyFileExistsError(path) from None
     finally:
         tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the new name survives a power loss, as the key it names does
+    finally:
+        os.close(dir_fd)
 
 
 def signing_key(cfg: DkimKeyConfig, key: PrivateKey) -> SigningKey:
