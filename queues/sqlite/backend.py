@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from queues.protocol import (
     MessageRecord,
     NewMessage,
     OutcomeRecord,
+    QueueError,
     RecoveryReport,
     StatusCounts,
 )
@@ -59,19 +61,25 @@ class SqliteQueue:
         self.lease_ttl = lease_ttl
         self._db = SqliteConnection(self.path, synchronous=synchronous, busy_timeout=busy_timeout)
         self._locks = OwnLocks(lock_dir(self.path))
+        self._leases: list[Lease] = []
 
     async def open(self) -> None:
         """Open the connection and create the schema when missing."""
         await self._db.open(schema())
 
     async def close(self) -> None:
-        """Close the connection and release this object's worker locks.
+        """Unregister this object's idle workers, close the connection, release the locks.
 
-        Worker rows stay: their messages are taken over by the next `recover` (of any
-        process), exactly as after a crash."""
+        A worker still holding messages in flight stays registered with its lock released:
+        the next `recover` (of any process) takes its messages over, as after a crash."""
         try:
+            for lease in self._leases:
+                with contextlib.suppress(sqlite3.Error, QueueError):
+                    if await self._db.write(partial(leases.drop_if_idle, lease=lease)):
+                        self._locks.release(lease.worker_id, remove_file=True)
             await self._db.close()
         finally:
+            self._leases.clear()
             self._locks.release_all()
 
     async def enqueue_many(self, messages: Sequence[NewMessage]) -> list[EnqueueResult]:
@@ -83,7 +91,9 @@ class SqliteQueue:
 
     async def register_worker(self) -> Lease:
         """Lock a fresh lock file, then register under the next epoch."""
-        return await self._db.run(partial(self._register, worker_id=leases.new_worker_id()))
+        lease = await self._db.run(partial(self._register, worker_id=leases.new_worker_id()))
+        self._leases.append(lease)
+        return lease
 
     def _register(self, conn: sqlite3.Connection, *, worker_id: str) -> Lease:
         # Lock first, row second: a visible worker row always has a held lock while its

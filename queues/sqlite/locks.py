@@ -52,11 +52,15 @@ class OwnLocks:
         """True when this object registered `worker_id` and still holds its lock."""
         return worker_id in self._fds
 
-    def release(self, worker_id: str) -> None:
-        """Drop one lock (the file stays, so others can tell the worker is gone)."""
+    def release(self, worker_id: str, *, remove_file: bool = False) -> None:
+        """Drop one lock. The file stays unless `remove_file` (the worker row is gone):
+        a left file tells recovery, by its free lock, that the worker is gone."""
         fd = self._fds.pop(worker_id, None)
-        if fd is not None:
-            os.close(fd)
+        if fd is None:
+            return
+        if remove_file:
+            (self.directory / f"{worker_id}.lock").unlink(missing_ok=True)
+        os.close(fd)
 
     def release_all(self) -> None:
         """Drop every lock this object holds."""

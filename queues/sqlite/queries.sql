@@ -169,3 +169,11 @@ DELETE FROM idempotency_keys WHERE (account, idempotency_key) IN (
 UPDATE messages
 SET state = 'cancelled', last_reply_code = NULL, last_reply_text = 'cancelled', updated_at = ?1
 WHERE state IN ('queued', 'deferred') AND account = ?2 AND (?3 IS NULL OR campaign = ?3);
+
+-- name: drop_idle_worker
+-- A clean close: a worker holding nothing in flight just leaves.
+DELETE FROM workers
+WHERE worker_id = ?1 AND epoch = ?2 AND NOT EXISTS (
+    SELECT 1 FROM messages
+    WHERE state IN ('sending', 'committing') AND worker_id = ?1 AND lease_epoch = ?2
+);
