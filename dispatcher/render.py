@@ -22,6 +22,7 @@ from dataclasses import dataclass
 MAX_LINE = 998
 _FOLD_AT = 78  # the RFC 5322 "SHOULD" line length
 _WORD_BYTES = 45  # UTF-8 octets per encoded-word: base64 -> 60 chars, word <= 75 chars
+_QP_LINE = 76  # RFC 2045 6.7
 _RAW_WORD_MAX = 800  # longer unbroken words are encoded so folding can split them
 _ATOM_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+(?: [A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+)*")
 
@@ -144,7 +145,27 @@ def encode_body(content: str, subtype: str) -> Body:
         return Body(subtype, "7bit", text.replace("\n", "\r\n").encode("ascii"))
     data = text.replace("\n", "\r\n").encode("utf-8")
     # binascii keeps CRLF, encodes trailing blanks and a lone "." line, soft-breaks at 76.
-    return Body(subtype, "quoted-printable", binascii.b2a_qp(data, istext=True))
+    return Body(subtype, "quoted-printable", _qp_limit(binascii.b2a_qp(data, istext=True)))
+
+
+def _qp_limit(encoded: bytes) -> bytes:
+    """Re-break the lines binascii leaves at 77 octets (a line ending in an encoded blank)."""
+    lines = encoded.split(b"\r\n")
+    if max(map(len, lines)) <= _QP_LINE:
+        return encoded
+    out = []
+    for line in lines:
+        while len(line) > _QP_LINE:
+            cut = _QP_LINE - 1
+            # Never split an "=XX" escape.
+            if line[cut - 1 : cut] == b"=":
+                cut -= 1
+            elif line[cut - 2 : cut - 1] == b"=":
+                cut -= 2
+            out.append(line[:cut] + b"=")
+            line = line[cut:]
+        out.append(line)
+    return b"\r\n".join(out)
 
 
 def assemble(header_block: str, bodies: list[Body], *, utf8: bool = False) -> bytes:

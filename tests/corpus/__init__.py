@@ -24,8 +24,10 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email import errors
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from email.parser import BytesParser, Parser
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +104,10 @@ def load_corpus(path: Path = BAD_INPUTS) -> list[Case]:
     return cases
 
 
-def corpus_config(base_dir: Path) -> Config:
-    """A Config with the corpus's accounts (as in config.toml) and default limits."""
-    raw = {
+def corpus_config(base_dir: Path, **overrides: Any) -> Config:
+    """A Config with the corpus's accounts (as in config.toml) and default limits;
+    `overrides` replace top-level tables (e.g. `streams=...`, `dispatch=...`)."""
+    raw: dict[str, Any] = {
         "feedback_sender_id": "maildispatch",
         "dkim": {
             "keys": [
@@ -125,6 +128,7 @@ def corpus_config(base_dir: Path) -> Config:
             }
         ],
     }
+    raw.update(overrides)
     return parse_config(raw, base_dir=base_dir)
 
 
@@ -204,3 +208,13 @@ def check_rendered(
     for part in parsed.walk():
         assert not part.defects, part.defects
     return parsed
+
+
+def rfc2047_mailbox(raw_value: str) -> tuple[str, str]:
+    """(display name, addr-spec) of one raw mailbox header value, decoded per RFC 2047 6.2:
+    blanks between adjacent encoded-words are dropped. (The `email.policy.default` parser
+    keeps them inside address phrases, unlike RFC-conformant readers.)"""
+    pairs = getaddresses([raw_value.replace("\r\n", "")])
+    assert len(pairs) == 1, pairs
+    name, addr = pairs[0]
+    return str(make_header(decode_header(name))), addr
