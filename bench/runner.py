@@ -215,7 +215,10 @@ def run_scenario(sc: Scenario, opts: RunOptions, progress: Progress) -> dict[str
             rec.update(status="error", reason=f"{type(e).__name__}: {e}")
         finally:
             if db is not None:
-                db.drop()
+                try:
+                    db.drop()
+                except Exception as e:  # the server went away: say so, keep the other results
+                    rec["warning"] = f"could not drop database {db.name}: {e}"
             progress.update(task, visible=False)
     return rec
 
@@ -342,7 +345,7 @@ def _fill(
 def _module_figures(rec: dict[str, Any], details: dict[str, Any]) -> None:
     """Another engineer's module reports its own figures: keep its rate only if it gives one
     (its wall time covers several measurements, so messages / wall would mislead)."""
-    rate = details.get("messages_per_s")
+    rate = details.get("messages_per_s", details.get("msgs_per_s"))
     rec["messages_per_s"] = round(float(rate), 1) if isinstance(rate, int | float) else None
     rec["cpu_s_per_1k"] = None
     rec["summary"] = ", ".join(
@@ -350,7 +353,7 @@ def _module_figures(rec: dict[str, Any], details: dict[str, Any]) -> None:
         for k, v in details.items()
         if isinstance(v, int | float)
         and not isinstance(v, bool)
-        and k.endswith(("_ms", "_s", "speedup"))
+        and k.endswith(("_ms", "_s", "speedup", "_per_1000"))
     )
     if details.get("all_verified") is False or details.get("ok") is False:
         rec.update(status="error", reason=f"{rec['scenario']} module reported a failed check")

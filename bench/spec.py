@@ -41,6 +41,7 @@ class WorkerSpec:
     role: str = "main"  # "helper": an extra engine process that only drains
     # module
     module: str = ""
+    function: str = "run"
     # files and tools
     enqueue_path: str = ""
     workdir: str = ""

@@ -17,12 +17,12 @@ from bench.spec import WorkerResult, WorkerSpec
 
 
 async def run_module(spec: WorkerSpec, result: WorkerResult) -> None:
-    """Another engineer's scenario module: `run(messages) -> dict` (sync or async)."""
-    mod = importlib.import_module(spec.module)
+    """Another engineer's scenario module: `function(messages) -> dict` (sync or async)."""
+    fn = getattr(importlib.import_module(spec.module), spec.function)
     out: dict[str, Any] = {}
 
     async def body() -> None:
-        value = mod.run(spec.messages)
+        value = fn(spec.messages)
         if inspect.isawaitable(value):
             value = await value
         out.update(value or {})
