@@ -11,7 +11,6 @@ import time
 import pytest
 
 from queues.protocol import (
-    ClaimedMessage,
     IdempotencyConflict,
     Lease,
     LeaseLost,
@@ -22,12 +21,6 @@ from queues.protocol import (
 from tests.queues.support import MakeQueue, delivered, ids, message, messages
 
 HOUR = 3600.0
-
-
-async def claim_all(
-    queue: Queue, lease: Lease, now: float, limit: int = 1000
-) -> list[ClaimedMessage]:
-    return await queue.claim(lease, limit, now)
 
 
 async def states(queue: Queue, wanted: list[str]) -> dict[str, MessageState]:
@@ -56,22 +49,22 @@ async def test_round_trip_enqueue_claim_outcome(queue: Queue) -> None:
     assert ids(claimed) == ids(sent)
     by_id = {c.id: c for c in claimed}
     for m in sent:
-        c = by_id[m.id]
-        assert (c.account, c.rcpt, c.rcpt_domain, c.author_domain) == (
+        got = by_id[m.id]
+        assert (got.account, got.rcpt, got.rcpt_domain, got.author_domain) == (
             m.account,
             m.rcpt,
             m.rcpt_domain,
             m.author_domain,
         )
-        assert (c.body, c.verp_token, c.message_id) == (m.body, m.verp_token, m.message_id)
-        assert (c.stream, c.priority, c.campaign, c.pool) == (
+        assert (got.body, got.verp_token, got.message_id) == (m.body, m.verp_token, m.message_id)
+        assert (got.stream, got.priority, got.campaign, got.pool) == (
             m.stream,
             m.priority,
             m.campaign,
             m.pool,
         )
-        assert c.attempts == 0
-        assert c.lease == lease
+        assert got.attempts == 0
+        assert got.lease == lease
     assert set((await states(queue, list(ids(sent)))).values()) == {MessageState.SENDING}
 
     a, b, c = sent
