@@ -21,6 +21,12 @@ def main() -> int:
     p.add_argument("--fault-rate", type=float, default=0.3)
     p.add_argument("--drain-timeout", type=float, default=240.0)
     p.add_argument("--no-pg-restart", action="store_true")
+    p.add_argument(
+        "--ambiguous",
+        choices=("hold", "retry"),
+        default="hold",
+        help="stream policy; retry resends unknowable outcomes, so duplicates are expected",
+    )
     p.add_argument("--workdir", type=Path, help="default: a new temporary folder")
     a = p.parse_args()
     opts = ChaosOptions(
@@ -33,6 +39,7 @@ def main() -> int:
         restart_postgres=not a.no_pg_restart,
         fault_rate=a.fault_rate,
         drain_timeout=a.drain_timeout,
+        ambiguous=a.ambiguous,
         workdir=a.workdir,
     )
     report = asyncio.run(run_chaos(opts))

@@ -57,6 +57,7 @@ class ChaosOptions:
     stop_worker: bool = True
     fault_rate: float = 0.3
     drain_timeout: float = 240.0
+    ambiguous: str = "hold"  # the stream policy; "retry" must show up as duplicates
     workdir: Path | None = None
 
 
@@ -67,7 +68,8 @@ class ChaosReport:
     kills: int = 0
     stops: int = 0
     pg_restarts: int = 0
-    crashes: int = 0  # workers that exited without being killed
+    exits: int = 0  # workers that exited without being killed
+    crashes: int = 0  # ... with a non-zero status
     enqueued: int = 0
     elapsed: float = 0.0
     workdir: Path = field(default_factory=Path)
@@ -78,7 +80,8 @@ class ChaosReport:
         return (
             f"chaos: seed={self.options.seed} backend={self.options.backend} "
             f"messages={v.messages} kills={self.kills} stops={self.stops} "
-            f"pg_restarts={self.pg_restarts} crashes={self.crashes} faults={v.faults} "
+            f"pg_restarts={self.pg_restarts} exits={self.exits} crashes={self.crashes} "
+            f"faults={v.faults} "
             f"lost={v.lost} duplicates={v.duplicates} ambiguous={v.ambiguous} "
             f"unfinished={v.unfinished} violations={v.violations} [{states}] "
             f"elapsed={self.elapsed:.0f}s"
@@ -97,7 +100,8 @@ class Workers:
         self._started = 0
         self.stopped: subprocess.Popen[bytes] | None = None
         self.kills = 0
-        self.crashes = 0
+        self.exits = 0  # exited by themselves (e.g. the stopped one, its lease lost)
+        self.crashes = 0  # ... with a non-zero status
 
     def start_one(self) -> None:
         self._started += 1
@@ -109,9 +113,11 @@ class Workers:
     def fill(self) -> None:
         """Replace workers that exited on their own (counted as crashes)."""
         for p in list(self.procs):
-            if p.poll() is not None:
+            code = p.poll()
+            if code is not None:
                 self.procs.remove(p)
-                self.crashes += 1
+                self.exits += 1
+                self.crashes += code != 0
         while len(self.procs) < self._count:
             self.start_one()
 
@@ -321,7 +327,9 @@ async def run_chaos(opts: ChaosOptions) -> ChaosReport:
             from tests.queues.pg_support import create_test_database
 
             dsn = await create_test_database()
-        config_path = write_config(work, sink_port=port, backend=opts.backend, dsn=dsn)
+        config_path = write_config(
+            work, sink_port=port, backend=opts.backend, dsn=dsn, ambiguous=opts.ambiguous
+        )
         config = load_config(config_path)
         rt = await Runtime.open(config)  # creates the DKIM keys before any worker starts
         ids: dict[int, str] = {}
@@ -345,6 +353,7 @@ async def run_chaos(opts: ChaosOptions) -> ChaosReport:
             done.set()
             await supervisor
             workers.terminate()
+            report.exits = workers.exits
             report.crashes = workers.crashes
             report.kills = workers.kills
             sink.stop()

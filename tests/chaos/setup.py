@@ -58,6 +58,7 @@ def write_config(
     dispatch: Mapping[str, Any] | None = None,
     smtp: Mapping[str, Any] | None = None,
     key_dir: Path | None = None,
+    ambiguous: str = "hold",
 ) -> Path:
     """Write `work/chaos.toml` (queue in `work`, keys in `key_dir`) and return its path."""
     keys = key_dir or work / "keys"
@@ -73,7 +74,7 @@ def write_config(
         _table("dispatch", {**DISPATCH, **(dispatch or {})}),
         _table("smtp", {**SMTP, **(smtp or {})}),
         _table("verp", {"prefix": "b", "secret_file": str(work / "verp.key")}),
-        _table("streams.transactional", {"max_age": "1d", "ambiguous": "hold"}),
+        _table("streams.transactional", {"max_age": "1d", "ambiguous": ambiguous}),
         _table("dkim", {"create_missing": True}),
     ]
     for d in (AUTHOR, *PLATFORM):
