@@ -298,9 +298,17 @@ def cmd_dkim(args: argparse.Namespace) -> int:
     from dispatcher import dkim
 
     if args.dkim_cmd == "keygen":
-        path, record = dkim.keygen(
-            args.domain, args.selector, key_type=args.type, bits=args.bits, out_dir=Path(args.out)
-        )
+        try:
+            path, record = dkim.keygen(
+                args.domain,
+                args.selector,
+                key_type=args.type,
+                bits=args.bits,
+                out_dir=Path(args.out),
+            )
+        except (ValueError, FileExistsError) as e:
+            print(f"dkim keygen: {e}", file=sys.stderr)
+            return 2
         print(f"private key written to {path} (mode 0600)")
         print("publish this DNS TXT record:")
         print(record)

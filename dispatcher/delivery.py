@@ -133,7 +133,19 @@ class Lane:
                                 self._done(Attempt(work, failure, host.name if host else None))
                                 continue
                         assert host is not None
-                        attempt = await self._send(session, host, work)
+                        try:
+                            attempt = await self._send(session, host, work)
+                        except Exception as e:
+                            # A bug, not an SMTP outcome: still settle the message. If the
+                            # dot may have been written, it is ambiguous, never resent.
+                            log.exception("unexpected error sending %s", work.message.id)
+                            phase = Phase.DOT if session.dot_started else Phase.DATA
+                            text = f"internal error: {type(e).__name__}"
+                            attempt = Attempt(
+                                work,
+                                SendResult(phase, None, text, session.dot_started, False),
+                                host.name,
+                            )
                         self._done(attempt)
                         if (
                             not attempt.result.reusable
@@ -184,7 +196,11 @@ class Lane:
         return None, tried, failure
 
     async def _send(self, session: SmtpSession, host: MxHost, work: Work) -> Attempt:
-        body = self._prepare(work)
+        try:
+            body = self._prepare(work)
+        except ValueError as e:  # unsignable message (DkimSignError, MessageFormatError)
+            text = f"5.6.0 cannot sign: {e}"
+            return Attempt(work, SendResult(Phase.LOCAL, 554, text[:300]), host.name)
         mark = self._mark(work.message.id)
         result = await session.send(
             work.mail_from, work.message.rcpt, body, mark, smtputf8=work.message.smtputf8

@@ -106,6 +106,7 @@ class SmtpSession:
         self.want_tls = starttls
         self.tls_active = False
         self.sent = 0
+        self.dot_started = False  # set before the body is written: after it, never resend
         self._client: aiosmtplib.SMTP | None = None
 
     @property
@@ -169,6 +170,7 @@ class SmtpSession:
         smtputf8: bool = False,
     ) -> SendResult:
         """Send one envelope. `mark` is awaited before DATA; False means do not send."""
+        self.dot_started = False
         client = self._client
         if client is None or not client.is_connected:
             return SendResult(Phase.CONNECT, None, "session not open", reusable=False)
@@ -215,6 +217,7 @@ class SmtpSession:
         payload = _PERIOD.sub(b"..", body)
         if not payload.endswith(b"\r\n"):
             payload += b"\r\n"
+        self.dot_started = True
         try:
             protocol.write(payload + b".\r\n")
         except (SMTPException, OSError) as e:
