@@ -441,6 +441,25 @@ async def test_stale_lease_is_fenced_after_recover(make_queue: MakeQueue) -> Non
     assert set((await states(rescuer, list(ids(batch)))).values()) == {MessageState.DELIVERED}
 
 
+async def test_a_lease_cannot_write_another_leases_messages(make_queue: MakeQueue) -> None:
+    a, b = await make_queue(), await make_queue()
+    now = time.time()
+    first, second = message(due_at=now - 2), message(due_at=now - 1)
+    await a.enqueue_many([first, second])
+    la, lb = await a.register_worker(), await b.register_worker()
+    assert [m.id for m in await a.claim(la, 1, now)] == [first.id]
+    assert [m.id for m in await b.claim(lb, 1, now)] == [second.id]
+    # Both leases are current: only the message-level fence stands in the way.
+    assert await a.mark_committing(la, [second.id]) == set()
+    assert await a.record_outcomes(la, [delivered(second.id)]) == 0
+    assert await b.mark_committing(lb, [first.id, second.id]) == {second.id}
+    assert await b.record_outcomes(lb, [delivered(first.id)]) == 0
+    assert await states(a, [first.id, second.id]) == {
+        first.id: MessageState.SENDING,
+        second.id: MessageState.COMMITTING,
+    }
+
+
 async def test_outcome_for_a_message_not_held_is_not_applied(queue: Queue) -> None:
     mine, other = message(), message()
     await queue.enqueue_many([mine, other])
