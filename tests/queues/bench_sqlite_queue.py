@@ -14,6 +14,7 @@ import os
 import statistics
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 from queues.protocol import MessageState, NewMessage, OutcomeRecord
@@ -22,12 +23,16 @@ from queues.sqlite.backend import SqliteQueue
 BODY = os.urandom(2048).hex().encode()  # 4,096 bytes, incompressible-ish
 
 
-def batch(start: int, size: int) -> list[NewMessage]:
+def batch(start: int, size: int, random_ids: bool = False) -> list[NewMessage]:
+    def ident(prefix: str, i: int) -> str:
+        # Random ids (as uuid4 would give) scatter index inserts over the b-trees.
+        return f"{prefix}{uuid.uuid4().hex}" if random_ids else f"{prefix}{i:09d}"
+
     return [
         NewMessage(
-            id=f"m{i:09d}",
+            id=ident("m", i),
             account="acct",
-            idempotency_key=f"k{i:09d}",
+            idempotency_key=ident("k", i),
             payload_hash=f"h{i}",
             author_domain="news.example",
             rcpt=f"user{i}@dest{i % 50}.example",
@@ -41,12 +46,14 @@ def batch(start: int, size: int) -> list[NewMessage]:
     ]
 
 
-async def one_run(total: int, sync: str, batch_size: int, claim_size: int) -> tuple[float, float]:
+async def one_run(
+    total: int, sync: str, batch_size: int, claim_size: int, random_ids: bool
+) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         queue = SqliteQueue(Path(tmp) / "bench.db", synchronous=sync)
         await queue.open()
         try:
-            batches = [batch(i, batch_size) for i in range(0, total, batch_size)]
+            batches = [batch(i, batch_size, random_ids) for i in range(0, total, batch_size)]
             t0 = time.perf_counter()
             for b in batches:
                 await queue.enqueue_many(b)
@@ -86,11 +93,18 @@ async def main() -> None:
     parser.add_argument("--sync", default="FULL")
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--claim", type=int, default=500)
+    parser.add_argument("--random-ids", action="store_true")
     args = parser.parse_args()
-    runs = [await one_run(args.messages, args.sync, args.batch, args.claim) for _ in range(3)]
+    runs = [
+        await one_run(args.messages, args.sync, args.batch, args.claim, args.random_ids)
+        for _ in range(3)
+    ]
     enqueue = statistics.median(r[0] for r in runs)
     cycle = statistics.median(r[1] for r in runs)
-    print(f"synchronous={args.sync} messages={args.messages} batch={args.batch} claim={args.claim}")
+    print(
+        f"synchronous={args.sync} messages={args.messages} batch={args.batch} "
+        f"claim={args.claim} random_ids={args.random_ids}"
+    )
     print(f"enqueue_many: {enqueue:,.0f} msgs/s  (runs: {[round(r[0]) for r in runs]})")
     print(f"claim+mark+outcome: {cycle:,.0f} msgs/s  (runs: {[round(r[1]) for r in runs]})")
 
