@@ -158,19 +158,25 @@ def _run_processes(args: argparse.Namespace) -> int:
 # -- enqueue -----------------------------------------------------------------------------
 
 
-def _lines(source: str) -> Iterator[tuple[int, str]]:
-    fh: IO[str] = sys.stdin if source == "-" else open(source, encoding="utf-8")  # noqa: SIM115
+def _lines(source: str) -> Iterator[tuple[int, bytes]]:
+    # Bytes: parse_payload decodes each line, so bad UTF-8 is that line's error alone.
+    fh: IO[bytes] = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
     try:
         for n, line in enumerate(fh, 1):
             if line.strip():
                 yield n, line
     finally:
-        if fh is not sys.stdin:
+        if fh is not sys.stdin.buffer:
             fh.close()
 
 
+def _printable(text: str) -> str:
+    """Control characters and lone surrogates escaped: one error stays one output line."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from dispatcher.message import MessageError
+    from dispatcher.message import MessageError, parse_payload
     from dispatcher.runtime import Runtime
     from queues.protocol import IdempotencyConflict, NewMessage
 
@@ -180,7 +186,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     def bad(line_no: int, field: str, text: str) -> None:
         nonlocal errors
         errors += 1
-        print(f"line {line_no}: {field}: {text}", file=sys.stderr)
+        print(f"line {line_no}: {_printable(field)}: {_printable(text)}", file=sys.stderr)
 
     async def main() -> None:
         rt = await Runtime.open(config)
@@ -207,14 +213,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             now = time.time()
             for line_no, line in _lines(args.path):
                 try:
-                    payload = json.loads(line)
-                except json.JSONDecodeError as e:
-                    bad(line_no, "json", f"not valid JSON: {e.msg} at column {e.colno}")
-                    continue
-                if not isinstance(payload, dict):
-                    bad(line_no, "json", "expected a JSON object")
-                    continue
-                try:
+                    # parse_payload, not json.loads: duplicate keys, NaN and bad UTF-8 are
+                    # refused as the other entry points refuse them (field "payload"...).
+                    payload = parse_payload(line)
                     pending.append((line_no, rt.factory.build(payload, now=now)))
                 except MessageError as e:
                     bad(line_no, e.field, str(e))

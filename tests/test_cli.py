@@ -96,7 +96,7 @@ async def test_enqueue_reports_bad_lines_and_stores_the_good(tmp_path: Path, key
         printed = [line for line in ids if line]
         assert len(printed) == 3
         assert printed[2] == printed[0] + " duplicate"
-        assert "line 2: json:" in out.stderr
+        assert "line 2: payload:" in out.stderr  # parse_payload names the document
         assert "line 3: to:" in out.stderr
         assert "line 6: idempotency_key:" in out.stderr
 
