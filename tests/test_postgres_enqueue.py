@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from queues.postgres import PostgresQueue
-from queues.protocol import IdempotencyConflict, InvalidQueueInput
+from queues.protocol import EnqueueResult, IdempotencyConflict, InvalidQueueInput
 from tests.queues.pg_support import create_test_database, make_message
 
 pytestmark = pytest.mark.postgres
@@ -93,15 +93,35 @@ async def test_a_reused_message_id_stores_nothing(queue: PostgresQueue) -> None:
 
 
 async def test_a_large_batch_takes_a_few_round_trips(queue: PostgresQueue) -> None:
-    messages = [make_message(i) for i in range(12_000)]
+    messages = [make_message(i) for i in range(25_000)]
     before = queue.round_trips
 
     results = await queue.enqueue_many(messages)
 
     assert all(r.created for r in results)
     assert await queue.active_count() == len(messages)
-    # BEGIN, one statement per chunk of rows, COMMIT (the count() above is one more).
-    assert queue.round_trips - before - 1 <= 2 + 3
+    # BEGIN, per chunk of up to 20,000 three COPYs (keys, rows, contents; 2 each), one
+    # NOTIFY, COMMIT; the active_count() above is one more.
+    chunks = -(-len(messages) // 20_000)
+    assert queue.round_trips - before - 1 == 3 + 6 * chunks
+
+
+@pytest.mark.parametrize("size", [10, 1500])  # below and above the optimistic COPY path
+async def test_a_batch_with_an_existing_key(queue: PostgresQueue, size: int) -> None:
+    old = (await queue.enqueue_many([make_message(7)]))[0]
+    batch = [make_message(i) for i in range(size)]
+
+    results = await queue.enqueue_many(batch)
+
+    assert results[7] == EnqueueResult(old.id, False)
+    assert [r.created for r in results].count(False) == 1
+    assert await queue.active_count() == size
+
+    bad = [make_message(i + size) for i in range(size)] + [make_message(3, payload_hash="new")]
+    with pytest.raises(IdempotencyConflict):
+        await queue.enqueue_many(bad)
+    assert await queue.active_count() == size
+    assert await queue.get([bad[0].id]) == []
 
 
 async def test_two_connections_one_key_store_one_message(dsn: str, queue: PostgresQueue) -> None:

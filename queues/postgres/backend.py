@@ -5,8 +5,8 @@ exactly the version this code knows (SchemaMismatch): schema changes are deliber
 by `maildispatch db migrate`, never a side effect of starting a worker on some node.
 
 Every batch write is one statement (arrays through unnest), so the round trips per batch
-are fixed: claim 1, mark_committing 1, record_outcomes 1, enqueue 3 per chunk (BEGIN, the
-statement, COMMIT) plus 1 when some keys already existed. `round_trips` counts them.
+are fixed: claim 1, mark_committing 1, record_outcomes 1; enqueue_many a few per 20,000
+messages (see enqueue.py). `round_trips` counts them.
 
 Lease times (expiry, heartbeat) are wall-clock seconds of the calling host, as every other
 time in the protocol; nodes need synchronized clocks (NTP), skew well below `lease_ttl`.
@@ -30,10 +30,9 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 
-import asyncpg
-
-from queues.postgres.batches import chunks, dedupe_messages, message_columns, outcome_columns
-from queues.postgres.connection import Connection, Database
+from queues.postgres.batches import outcome_columns
+from queues.postgres.connection import Database
+from queues.postgres.enqueue import enqueue_many
 from queues.postgres.errors import QueueTimeout, QueueUnavailable
 from queues.postgres.heartbeat import HeartbeatConnection
 from queues.postgres.listener import WorkListener
@@ -42,7 +41,6 @@ from queues.postgres.sql import QUERIES
 from queues.protocol import (
     ClaimedMessage,
     EnqueueResult,
-    IdempotencyConflict,
     InvalidQueueInput,
     Lease,
     LeaseLost,
@@ -54,8 +52,10 @@ from queues.protocol import (
     StatusCounts,
 )
 
-_CHUNK_ROWS = 5000
-_CHUNK_BYTES = 32 * 1024 * 1024
+# Rows per statement: big enough that a broadcast takes few round trips, small enough that
+# one statement's arrays (bodies included) stay a few tens of megabytes.
+_CHUNK_ROWS = 20_000
+_CHUNK_BYTES = 64 * 1024 * 1024
 _PRUNE_BATCH = 1000
 
 
@@ -154,68 +154,8 @@ class PostgresQueue:
     # -- enqueue -----------------------------------------------------------------------
 
     async def enqueue_many(self, messages: Sequence[NewMessage]) -> list[EnqueueResult]:
-        """Store a batch in one transaction; see the Queue protocol for deduplication."""
-        unique, repeats = dedupe_messages(messages)
-        if not unique:
-            return []
-        now = time.time()
-        # One global lock order for keys across chunks and transactions: no deadlocks.
-        ordered = sorted(unique, key=lambda m: (m.account, m.idempotency_key))
-        created: set[str] = set()
-        existing: dict[tuple[str, str], str] = {}
-        async with self._db.connection() as conn:
-            try:
-                async with conn.transaction():
-                    for part in chunks(ordered, _CHUNK_ROWS, _CHUNK_BYTES):
-                        row = await conn.fetchrow(QUERIES["enqueue"], now, *message_columns(part))
-                        assert row is not None
-                        created.update(row["created"])
-                    others = [m for m in unique if m.id not in created]
-                    if others:
-                        existing = await self._existing_keys(conn, others)
-            except asyncpg.UniqueViolationError as e:
-                # Only the message id can collide here: keys conflict through ON CONFLICT.
-                raise InvalidQueueInput(
-                    "messages.id", "an id of this batch is already used by another message"
-                ) from e
-        first = [
-            EnqueueResult(m.id, True)
-            if m.id in created
-            else EnqueueResult(existing[(m.account, m.idempotency_key)], False)
-            for m in unique
-        ]
-        by_index: dict[int, EnqueueResult] = {}
-        k = 0
-        for i in range(len(messages)):
-            if i in repeats:
-                r = by_index[repeats[i]]
-                by_index[i] = EnqueueResult(r.id, False)
-            else:
-                by_index[i] = first[k]
-                k += 1
-        return [by_index[i] for i in range(len(messages))]
-
-    @staticmethod
-    async def _existing_keys(
-        conn: Connection, others: Sequence[NewMessage]
-    ) -> dict[tuple[str, str], str]:
-        """Ids of keys stored earlier; IdempotencyConflict (rolls back) on another payload."""
-        rows = await conn.fetch(
-            QUERIES["idempotency_lookup"],
-            [m.account for m in others],
-            [m.idempotency_key for m in others],
-        )
-        found = {(r["account"], r["idempotency_key"]): r for r in rows}
-        result: dict[tuple[str, str], str] = {}
-        for m in others:
-            key = (m.account, m.idempotency_key)
-            r = found.get(key)
-            if r is None:  # cannot happen: the key conflicted, so a committed row exists
-                raise RuntimeError(f"idempotency key of message {m.id} vanished during enqueue")
-            if r["payload_hash"] != m.payload_hash:
-                raise IdempotencyConflict(m.account, m.idempotency_key, r["message_id"])
-            result[key] = r["message_id"]
-        return result
+        """Store a batch in one transaction; see the Queue protocol and enqueue.py."""
+        return await enqueue_many(self._db, messages)
 
     # -- leases ------------------------------------------------------------------------
 

@@ -40,8 +40,10 @@ _WAITING = frozenset({MessageState.QUEUED, MessageState.DEFERRED})
 def _text(value: object, field: str, *, required: bool) -> None:
     if value is None and not required:
         return
-    if not isinstance(value, str) or (required and not value):
-        raise InvalidQueueInput(field, "expected a non-empty string" if required else "string")
+    if type(value) is not str and not isinstance(value, str):
+        raise InvalidQueueInput(field, "expected a string")
+    if required and not value:
+        raise InvalidQueueInput(field, "expected a non-empty string")
     if "\x00" in value:
         raise InvalidQueueInput(field, "must not contain NUL characters")
 
@@ -49,7 +51,11 @@ def _text(value: object, field: str, *, required: bool) -> None:
 def _time(value: object, field: str, *, required: bool) -> None:
     if value is None and not required:
         return
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    # type() first: isinstance() against a union is slow, and this runs per message.
+    kind = type(value)
+    if kind is not float and (kind is bool or not isinstance(value, int | float)):
+        raise InvalidQueueInput(field, f"expected a finite POSIX time, got {value!r}")
+    if not math.isfinite(value):  # type: ignore[arg-type]
         raise InvalidQueueInput(field, f"expected a finite POSIX time, got {value!r}")
 
 
@@ -59,10 +65,10 @@ def check_message(msg: NewMessage, where: str) -> None:
         _text(getattr(msg, name), f"{where}.{name}", required=True)
     for name in _OPTIONAL_TEXT:
         _text(getattr(msg, name), f"{where}.{name}", required=False)
-    if not isinstance(msg.body, bytes | bytearray | memoryview):
+    if type(msg.body) is not bytes and not isinstance(msg.body, bytes | bytearray | memoryview):
         raise InvalidQueueInput(f"{where}.body", "expected bytes")
     p = msg.priority
-    if isinstance(p, bool) or not isinstance(p, int) or not _INT4[0] <= p <= _INT4[1]:
+    if type(p) is not int or not _INT4[0] <= p <= _INT4[1]:
         raise InvalidQueueInput(f"{where}.priority", f"expected a 32-bit integer, got {p!r}")
     _time(msg.due_at, f"{where}.due_at", required=True)
     _time(msg.expires_at, f"{where}.expires_at", required=False)
@@ -111,26 +117,89 @@ def chunks(
         yield messages[start:]
 
 
-def message_columns(messages: Sequence[NewMessage]) -> list[list[Any]]:
-    """The `enqueue` query's arrays, in its parameter order ($2..$18)."""
+def key_columns(messages: Sequence[NewMessage]) -> list[list[Any]]:
+    """The `enqueue_keys` query's arrays, in its parameter order ($2..$5)."""
     return [
-        [m.id for m in messages],
         [m.account for m in messages],
         [m.idempotency_key for m in messages],
         [m.payload_hash for m in messages],
-        [m.author_domain for m in messages],
-        [m.rcpt for m in messages],
-        [m.rcpt_domain for m in messages],
-        [m.verp_token for m in messages],
-        [m.message_id for m in messages],
-        [bytes(m.body) for m in messages],
-        [m.stream for m in messages],
-        [m.priority for m in messages],
-        [m.campaign for m in messages],
-        [m.pool for m in messages],
-        [float(m.due_at) for m in messages],
-        [None if m.expires_at is None else float(m.expires_at) for m in messages],
-        [m.smtputf8 for m in messages],
+        [m.id for m in messages],
+    ]
+
+
+# Bulk rows go in by binary COPY: no array decoding and no materialized function scan on the
+# server, measured about twice as fast as INSERT ... SELECT FROM unnest() for bodies.
+KEY_COLUMNS = ("account", "idempotency_key", "payload_hash", "message_id", "created_at")
+MESSAGE_COLUMNS = (
+    "id",
+    "state",
+    "priority",
+    "due_at",
+    "expires_at",
+    "account",
+    "campaign",
+    "stream",
+    "pool",
+    "enqueued_at",
+    "updated_at",
+)
+CONTENT_COLUMNS = (
+    "id",
+    "account",
+    "idempotency_key",
+    "author_domain",
+    "rcpt",
+    "rcpt_domain",
+    "verp_token",
+    "message_id",
+    "smtputf8",
+    "enqueued_at",
+    "body",
+)
+
+
+def key_records(messages: Sequence[NewMessage], now: float) -> list[tuple[Any, ...]]:
+    """Rows of md_idempotency (KEY_COLUMNS)."""
+    return [(m.account, m.idempotency_key, m.payload_hash, m.id, now) for m in messages]
+
+
+def message_records(messages: Sequence[NewMessage], now: float) -> list[tuple[Any, ...]]:
+    """Rows of md_message (MESSAGE_COLUMNS) for new, queued messages."""
+    return [
+        (
+            m.id,
+            "queued",
+            m.priority,
+            float(m.due_at),
+            None if m.expires_at is None else float(m.expires_at),
+            m.account,
+            m.campaign,
+            m.stream,
+            m.pool,
+            now,
+            now,
+        )
+        for m in messages
+    ]
+
+
+def content_records(messages: Sequence[NewMessage], now: float) -> list[tuple[Any, ...]]:
+    """Rows of md_content (CONTENT_COLUMNS)."""
+    return [
+        (
+            m.id,
+            m.account,
+            m.idempotency_key,
+            m.author_domain,
+            m.rcpt,
+            m.rcpt_domain,
+            m.verp_token,
+            m.message_id,
+            m.smtputf8,
+            now,
+            m.body if type(m.body) is bytes else bytes(m.body),
+        )
+        for m in messages
     ]
 
 

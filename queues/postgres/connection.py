@@ -151,7 +151,9 @@ class Connection:
         self._db.round_trips += 1
         return await self.raw.fetchval(query, *args)
 
-    async def executemany(self, query: str, args: Sequence[Sequence[Any]]) -> None:
-        # asyncpg pipelines executemany: one round trip for the whole batch.
-        self._db.round_trips += 1
-        await self.raw.executemany(query, args)
+    async def copy_records(
+        self, table: str, columns: Sequence[str], records: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """Binary COPY of `records` into `table`: two round trips (COPY start, data)."""
+        self._db.round_trips += 2
+        await self.raw.copy_records_to_table(table, records=records, columns=list(columns))

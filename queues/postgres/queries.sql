@@ -2,47 +2,30 @@
 -- queues/postgres/sql.py loads them. Batches travel as parallel arrays through unnest(), so
 -- one statement (one round trip) writes a whole batch. Times are POSIX seconds.
 
--- name: enqueue
--- $1 now, $2.. one array per column. Keys first: ON CONFLICT DO NOTHING waits for a
--- concurrent insert of the same key and then skips it, so two connections enqueueing one key
--- store one message. Keys are inserted in (account, key) order, the same order in every
--- transaction (the caller sorts its chunks too), so two enqueues of overlapping keys wait
--- on each other instead of deadlocking. Only rows whose key was inserted here get a
--- message. One NOTIFY for the whole statement (delivered at commit), never one per row.
-WITH input AS (
-    SELECT *
-    FROM unnest(
-        $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-        $9::text[], $10::text[], $11::bytea[], $12::text[], $13::int4[], $14::text[],
-        $15::text[], $16::float8[], $17::float8[], $18::bool[]
-    ) AS i (id, account, idempotency_key, payload_hash, author_domain, rcpt, rcpt_domain,
-            verp_token, message_id, body, stream, priority, campaign, pool, due_at,
-            expires_at, smtputf8)
-),
-keys AS (
+-- name: enqueue_keys
+-- $1 now, $2 accounts, $3 keys, $4 payload hashes, $5 message ids. Keys first: ON CONFLICT
+-- DO NOTHING waits for a concurrent insert of the same key and then skips it, so two
+-- connections enqueueing one key store one message. Keys are inserted in (account, key)
+-- order, the same order in every transaction (the caller sorts across chunks too), so two
+-- enqueues of overlapping keys wait on each other instead of deadlocking. Returns the ids
+-- whose key was inserted here: only those get a message (COPY into md_message and
+-- md_content, in the same transaction, see batches.py). One NOTIFY for the
+-- whole statement, delivered at commit, never one per row.
+WITH keys AS (
     INSERT INTO md_idempotency (account, idempotency_key, payload_hash, message_id, created_at)
-    SELECT account, idempotency_key, payload_hash, id, $1 FROM input
-    ORDER BY account COLLATE "C", idempotency_key COLLATE "C"  -- code point order, as Python sorts
+    SELECT account, idempotency_key, payload_hash, id, $1
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
+        AS i (account, idempotency_key, payload_hash, id)
+    ORDER BY account, idempotency_key  -- collation "C": code point order, as Python sorts
     ON CONFLICT DO NOTHING
     RETURNING message_id
-),
-content AS (
-    INSERT INTO md_content (id, account, idempotency_key, author_domain, rcpt, rcpt_domain,
-                            verp_token, message_id, smtputf8, enqueued_at, body)
-    SELECT i.id, i.account, i.idempotency_key, i.author_domain, i.rcpt, i.rcpt_domain,
-           i.verp_token, i.message_id, i.smtputf8, $1, i.body
-    FROM input i JOIN keys k ON k.message_id = i.id
-),
-waiting AS (
-    INSERT INTO md_message (id, state, priority, due_at, expires_at, account, campaign, stream,
-                            pool, enqueued_at, updated_at)
-    SELECT i.id, 'queued', i.priority, i.due_at, i.expires_at, i.account, i.campaign, i.stream,
-           i.pool, $1, $1
-    FROM input i JOIN keys k ON k.message_id = i.id
 )
 SELECT coalesce(array_agg(message_id), '{}'::text[]) AS created,
        CASE WHEN count(*) > 0 THEN pg_notify('maildispatch_work', '') END AS notified
 FROM keys;
+
+-- name: notify_work
+SELECT pg_notify('maildispatch_work', '');
 
 -- name: idempotency_lookup
 -- A statement of its own: it takes a new snapshot, so it sees keys that a concurrent
@@ -252,7 +235,24 @@ UNION ALL
 SELECT state, pool, source_ip, count(*) AS n FROM md_history GROUP BY state, pool, source_ip;
 
 -- name: next_due
-SELECT min(due_at) FROM md_message WHERE state IN ('queued', 'deferred');
+-- A loose index scan of md_message_claim: walk the distinct priorities (highest first, one
+-- probe each), take the first due time of each, the least of those.
+WITH RECURSIVE priorities AS (
+    (SELECT priority FROM md_message
+     WHERE state IN ('queued', 'deferred')
+     ORDER BY priority DESC LIMIT 1)
+    UNION ALL
+    SELECT (SELECT m.priority FROM md_message m
+            WHERE m.state IN ('queued', 'deferred') AND m.priority < p.priority
+            ORDER BY m.priority DESC LIMIT 1)
+    FROM priorities p
+    WHERE p.priority IS NOT NULL
+)
+SELECT min((SELECT m.due_at FROM md_message m
+            WHERE m.state IN ('queued', 'deferred') AND m.priority = p.priority
+            ORDER BY m.priority DESC, m.due_at LIMIT 1))
+FROM priorities p
+WHERE p.priority IS NOT NULL;
 
 -- name: active_count
 -- md_message holds exactly the messages not yet finished.

@@ -31,12 +31,16 @@
 -- * md_worker holds worker leases. The epoch comes from a sequence, so it only grows and is
 --   never handed out twice, even after a lease row is deleted by recovery.
 --
+-- Identifiers (ids, keys, worker ids) use the "C" collation: byte order, so index
+-- comparisons are memcmp instead of locale rules, and the order matches Python's str order
+-- (enqueue inserts keys in that order to avoid deadlocks).
+--
 -- Times are POSIX seconds (double precision), as in queues/protocol.py.
 
 CREATE TABLE md_content (
-    id              text PRIMARY KEY,
-    account         text NOT NULL,
-    idempotency_key text NOT NULL,
+    id              text COLLATE "C" PRIMARY KEY,
+    account         text COLLATE "C" NOT NULL,
+    idempotency_key text COLLATE "C" NOT NULL,
     author_domain   text NOT NULL,
     rcpt            text NOT NULL,
     rcpt_domain     text NOT NULL,
@@ -50,16 +54,16 @@ CREATE TABLE md_content (
 ALTER TABLE md_content ALTER COLUMN body SET COMPRESSION lz4;
 
 CREATE TABLE md_message (
-    id              text PRIMARY KEY,
+    id              text COLLATE "C" PRIMARY KEY,
     state           text NOT NULL
         CHECK (state IN ('queued', 'deferred', 'sending', 'committing')),
     priority        integer NOT NULL,
     due_at          double precision NOT NULL,
     expires_at      double precision,
     attempts        integer NOT NULL DEFAULT 0,
-    worker_id       text,
+    worker_id       text COLLATE "C",
     lease_epoch     bigint,
-    account         text NOT NULL,
+    account         text COLLATE "C" NOT NULL,
     campaign        text,
     stream          text NOT NULL,
     pool            text,
@@ -81,11 +85,10 @@ CREATE TABLE md_message (
 );
 
 -- The claim: due messages by priority (higher first), then due time. Partial, so rows being
--- sent are not in it and a claimed row leaves it.
+-- sent are not in it and a claimed row leaves it. It also serves next_due() (the first
+-- entry of each priority: a few probes, there are few priorities), which spares every
+-- enqueue the upkeep of a separate due-time index.
 CREATE INDEX md_message_claim ON md_message (priority DESC, due_at)
-    WHERE state IN ('queued', 'deferred');
--- next_due(): the earliest due time over all priorities.
-CREATE INDEX md_message_due ON md_message (due_at)
     WHERE state IN ('queued', 'deferred');
 -- Expiry during claims: waiting messages whose expires_at has passed become failed.
 CREATE INDEX md_message_expiry ON md_message (expires_at)
@@ -95,13 +98,13 @@ CREATE INDEX md_message_inflight ON md_message (worker_id, lease_epoch)
     WHERE state IN ('sending', 'committing');
 
 CREATE TABLE md_history (
-    id              text PRIMARY KEY,
+    id              text COLLATE "C" PRIMARY KEY,
     state           text NOT NULL
         CHECK (state IN ('delivered', 'bounced', 'failed', 'ambiguous', 'suppressed', 'cancelled')),
     -- why it ended without a reply, when it did: expired, cancelled, recovered_ambiguous
     reason          text,
     attempts        integer NOT NULL,
-    account         text NOT NULL,
+    account         text COLLATE "C" NOT NULL,
     campaign        text,
     stream          text NOT NULL,
     pool            text,
@@ -117,10 +120,10 @@ CREATE TABLE md_history (
 CREATE INDEX md_history_finished ON md_history USING brin (finished_at);
 
 CREATE TABLE md_idempotency (
-    account         text NOT NULL,
-    idempotency_key text NOT NULL,
+    account         text COLLATE "C" NOT NULL,
+    idempotency_key text COLLATE "C" NOT NULL,
     payload_hash    text NOT NULL,
-    message_id      text NOT NULL,
+    message_id      text COLLATE "C" NOT NULL,
     created_at      double precision NOT NULL,
     PRIMARY KEY (account, idempotency_key)
 );
@@ -130,7 +133,7 @@ CREATE INDEX md_idempotency_created ON md_idempotency USING brin (created_at);
 CREATE SEQUENCE md_lease_epoch;
 
 CREATE TABLE md_worker (
-    worker_id     text NOT NULL,
+    worker_id     text COLLATE "C" NOT NULL,
     epoch         bigint NOT NULL,
     expires_at    double precision NOT NULL,
     heartbeat_at  double precision NOT NULL,
