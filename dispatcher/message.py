@@ -231,6 +231,9 @@ def parse_mailbox(value: object, name: str) -> Mailbox:
         raise MessageError(name, "invalid", "quoted local parts are not accepted")
     if not _LOCAL.fullmatch(local) or not all(c.isascii() or c.isprintable() for c in local):
         raise MessageError(name, "invalid", f"not a valid local part: {_short(local)}")
+    if "=?" in local:
+        # Legal atext, but readers decode it as an encoded-word: a spoofing device.
+        raise MessageError(name, "invalid", "the local part must not contain '=?'")
     if len(local.encode("utf-8")) > 64:
         raise MessageError(name, "too_long", "the local part is longer than 64 octets")
     if domain_in.startswith("[") or domain_in != domain_in.strip():
@@ -387,6 +390,8 @@ def _mailto(value: object) -> str:
     if not isinstance(value, str):
         raise MessageError(name, "invalid", "expected a string")
     _check_text(value, name)
+    if len(value) > MAX_URL:
+        raise MessageError(name, "too_long", f"longer than {MAX_URL} characters")
     text = value[7:] if value[:7].lower() == "mailto:" else value
     addr, _, query = text.partition("?")
     mb = parse_mailbox(addr, name)

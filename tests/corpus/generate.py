@@ -319,6 +319,7 @@ TRICKS = {
     "nbsp_in_local": "ja\u00a0ne@example.org",
     "bidi_override_local": "ja\u202ene@example.org",
     "percent_then_angle": "jane%evil.example@example.org>",
+    "encoded_word_local": "=?utf-8?b?YWRtaW5AYmFuay5leGFtcGxl?=@example.org",
 }
 for tname, value in TRICKS.items():
     reject(f"to_{tname}", "to", **{"to": value})
@@ -422,6 +423,18 @@ reject(
     "invalid",
     stream="broadcast",
     unsubscribe={"mailto": "Stop <unsub@acme-news.example>"},
+)
+reject(
+    "unsubscribe_mailto_long_query",
+    "unsubscribe.mailto",
+    "too_long",
+    stream="broadcast",
+    unsubscribe={"mailto": "unsub@acme-news.example?subject=" + "a" * 2000},
+)
+accept(
+    "unsubscribe_mailto_query_890",
+    stream="broadcast",
+    unsubscribe={"mailto": "unsub@acme-news.example?subject=" + "a" * (890 - 32)},
 )
 reject(
     "unsubscribe_mailto_list",
