@@ -134,18 +134,25 @@ def encode_body(content: str, subtype: str) -> Body:
     7bit (ASCII, no NUL, lines <= 998 octets) or quoted-printable UTF-8.
 
     Raises UnicodeEncodeError on lone surrogates (invalid UTF-8)."""
-    text = content.replace("\r\n", "\n").replace("\r", "\n")
+    text = content.replace("\r\n", "\n").replace("\r", "\n") if "\r" in content else content
     if not text.endswith("\n"):
         text += "\n"
-    if (
-        text.isascii()
-        and "\x00" not in text
-        and (len(text) <= MAX_LINE or max(map(len, text.split("\n"))) <= MAX_LINE)
-    ):
+    if text.isascii() and "\x00" not in text and not _has_long_line(text):
         return Body(subtype, "7bit", text.replace("\n", "\r\n").encode("ascii"))
     data = text.replace("\n", "\r\n").encode("utf-8")
     # binascii keeps CRLF, encodes trailing blanks and a lone "." line, soft-breaks at 76.
     return Body(subtype, "quoted-printable", _qp_limit(binascii.b2a_qp(data, istext=True)))
+
+
+def _has_long_line(text: str) -> bool:
+    """Any line over MAX_LINE characters? A line that long covers a multiple of
+    MAX_LINE + 1, so looking at the lines through those positions is enough."""
+    for pos in range(0, len(text), MAX_LINE + 1):
+        start = text.rfind("\n", 0, pos) + 1
+        end = text.find("\n", pos)
+        if (len(text) if end < 0 else end) - start > MAX_LINE:
+            return True
+    return False
 
 
 def _qp_limit(encoded: bytes) -> bytes:
