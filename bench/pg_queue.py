@@ -64,6 +64,53 @@ async def fresh_database() -> AsyncIterator[str]:
             await admin.close()
 
 
+class ServerCpu:
+    """CPU seconds used by the server backends serving one database (local server only).
+
+    Throughput on a shared machine swings with the load of others; CPU seconds spent per
+    message by the client (process_time) and by its backends (/proc) do not.
+    """
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._start: dict[int, float] = {}
+        self._tick = os.sysconf("SC_CLK_TCK")
+
+    async def _pids(self) -> list[int]:
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT pid FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return [r["pid"] for r in rows]
+        finally:
+            await conn.close()
+
+    def _cpu(self, pid: int) -> float | None:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / self._tick
+
+    async def start(self) -> None:
+        """Remember the CPU time of every backend now connected."""
+        self._start = {p: c for p in await self._pids() if (c := self._cpu(p)) is not None}
+
+    async def used(self) -> float | None:
+        """CPU seconds since start() (backends connected meanwhile count from zero)."""
+        pids = await self._pids()
+        total = 0.0
+        for p in pids:
+            c = self._cpu(p)
+            if c is None:
+                return None  # not a local server
+            total += c - self._start.get(p, 0.0)
+        return round(total, 2)
+
+
 def _body(size: int) -> bytes:
     head = (
         "From: news@bench-author.example\r\nTo: someone@bench-rcpt.example\r\n"
@@ -156,11 +203,17 @@ async def run_bulk_enqueue(count: int = 100_000, body_size: int = BODY_SIZE) -> 
         await queue.open()
         try:
             batch = messages(0, count, "bulk", body)
+            await queue.active_count()  # the pool's connection exists before measuring
+            server = ServerCpu(dsn)
+            await server.start()
             rt0 = queue.round_trips
+            cpu0 = time.process_time()
             t0 = time.perf_counter()
             results = await queue.enqueue_many(batch)
             elapsed = time.perf_counter() - t0
+            client_cpu = time.process_time() - cpu0
             round_trips = queue.round_trips - rt0
+            server_cpu = await server.used()
             assert sum(r.created for r in results) == count
             assert await queue.active_count() == count
         finally:
@@ -172,6 +225,9 @@ async def run_bulk_enqueue(count: int = 100_000, body_size: int = BODY_SIZE) -> 
         "seconds": round(elapsed, 3),
         "msgs_per_s": round(count / elapsed),
         "round_trips": round_trips,
+        "client_cpu_s": round(client_cpu, 2),
+        "server_cpu_s": server_cpu,
+        "load_avg_1m": os.getloadavg()[0],
     }
 
 
@@ -199,11 +255,24 @@ async def run_claim_cycle(
                 while await c.once():
                     pass
 
+            async def heartbeats() -> None:
+                while True:
+                    await asyncio.sleep(5)
+                    for c in cyclers:
+                        assert await queue.heartbeat(c.lease)
+
+            beat = asyncio.create_task(heartbeats())
+            server = ServerCpu(dsn)
+            await server.start()
             rt0 = queue.round_trips
+            cpu0 = time.process_time()
             t0 = time.perf_counter()
             await asyncio.gather(*(work(c) for c in cyclers))
             elapsed = time.perf_counter() - t0
+            client_cpu = time.process_time() - cpu0
             round_trips = queue.round_trips - rt0
+            server_cpu = await server.used()
+            beat.cancel()
             done = sum(c.done for c in cyclers)
             assert done == count, (done, count)
             assert await queue.active_count() == 0
@@ -221,6 +290,9 @@ async def run_claim_cycle(
         "round_trips_per_1000": round(round_trips * 1000 / count, 2),
         "claim_p50_ms": _ms(latency, 0.50),
         "claim_p99_ms": _ms(latency, 0.99),
+        "client_cpu_s": round(client_cpu, 2),
+        "server_cpu_s": server_cpu,
+        "load_avg_1m": os.getloadavg()[0],
     }
 
 

@@ -100,10 +100,10 @@ async def test_a_large_batch_takes_a_few_round_trips(queue: PostgresQueue) -> No
 
     assert all(r.created for r in results)
     assert await queue.active_count() == len(messages)
-    # BEGIN, per chunk of up to 20,000 three COPYs (keys, rows, contents; 2 each), one
-    # NOTIFY, COMMIT; the active_count() above is one more.
+    # Per chunk of up to 20,000: three COPYs (keys, rows, contents; 2 each). Besides: BEGIN,
+    # NOTIFY, COMMIT, a statistics check and maybe an ANALYZE; active_count() is one more.
     chunks = -(-len(messages) // 20_000)
-    assert queue.round_trips - before - 1 == 3 + 6 * chunks
+    assert queue.round_trips - before - 1 <= 5 + 6 * chunks
 
 
 @pytest.mark.parametrize("size", [10, 1500])  # below and above the optimistic COPY path

@@ -30,7 +30,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 
-from queues.postgres.batches import outcome_columns
+from queues.postgres.batches import outcome_params
 from queues.postgres.connection import Database
 from queues.postgres.enqueue import enqueue_many
 from queues.postgres.errors import QueueTimeout, QueueUnavailable
@@ -266,9 +266,9 @@ class PostgresQueue:
         """Apply outcomes fenced by the lease, in one asynchronously committed statement."""
         if not outcomes:
             return 0
-        columns = outcome_columns(outcomes)
+        ids, by_id = outcome_params(outcomes)
         applied = await self._db.fetchval(
-            QUERIES["record_outcomes"], lease.worker_id, lease.epoch, time.time(), *columns
+            QUERIES["record_outcomes"], lease.worker_id, lease.epoch, time.time(), ids, by_id
         )
         return int(applied)
 

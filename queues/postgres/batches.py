@@ -7,6 +7,7 @@ in text, an integer out of range).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -208,9 +209,12 @@ def _clean(text: str | None) -> str | None:
     return None if text is None else text.replace("\x00", "\ufffd")
 
 
-def outcome_columns(outcomes: Sequence[OutcomeRecord]) -> list[list[Any]]:
-    """The `record_outcomes` query's arrays ($4..$12); the last outcome of an id wins."""
-    latest: dict[str, OutcomeRecord] = {}
+def outcome_params(outcomes: Sequence[OutcomeRecord]) -> tuple[list[str], str]:
+    """The `record_outcomes` query's ids ($4) and jsonb outcomes by id ($5).
+
+    The last outcome of an id wins.
+    """
+    latest: dict[str, list[Any]] = {}
     for i, o in enumerate(outcomes):
         where = f"outcomes[{i}]"
         _text(o.id, f"{where}.id", required=True)
@@ -218,20 +222,16 @@ def outcome_columns(outcomes: Sequence[OutcomeRecord]) -> list[list[Any]]:
             raise InvalidQueueInput(f"{where}.state", f"{o.state!r} is not an outcome state")
         _time(o.retry_at, f"{where}.retry_at", required=o.state in _WAITING)
         code = o.reply_code
-        if code is not None and (
-            isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 999
-        ):
+        if code is not None and (type(code) is not int or not 0 <= code <= 999):
             raise InvalidQueueInput(f"{where}.reply_code", f"expected 0..999, got {code!r}")
-        latest[o.id] = o
-    rows = list(latest.values())
-    return [
-        [o.id for o in rows],
-        [str(o.state) for o in rows],
-        [bool(o.counts_attempt) for o in rows],
-        [None if o.retry_at is None else float(o.retry_at) for o in rows],
-        [o.reply_code for o in rows],
-        [_clean(o.reply_text) for o in rows],
-        [_clean(o.source_ip) for o in rows],
-        [_clean(o.platform_domain) for o in rows],
-        [_clean(o.mx_host) for o in rows],
-    ]
+        latest[o.id] = [
+            str(o.state),
+            bool(o.counts_attempt),
+            None if o.retry_at is None else float(o.retry_at),
+            code,
+            _clean(o.reply_text),
+            _clean(o.source_ip),
+            _clean(o.platform_domain),
+            _clean(o.mx_host),
+        ]
+    return list(latest), json.dumps(latest)

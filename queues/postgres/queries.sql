@@ -27,6 +27,16 @@ FROM keys;
 -- name: notify_work
 SELECT pg_notify('maildispatch_work', '');
 
+-- name: hot_stats_stale
+-- $1 rows just added. True when they outnumber what the planner believes the hot table
+-- holds (reltuples, -1 before the first ANALYZE): a broadcast just landed and claims would
+-- still be planned for the old, small table. (pg_stat counters lag by up to a second, so
+-- they cannot tell.)
+SELECT $1 > greatest(reltuples, 0) FROM pg_class WHERE oid = 'md_message'::regclass;
+
+-- name: analyze_hot
+ANALYZE md_message;
+
 -- name: idempotency_lookup
 -- A statement of its own: it takes a new snapshot, so it sees keys that a concurrent
 -- enqueue committed while `enqueue` was waiting on them.
@@ -101,10 +111,11 @@ picked AS (
     FOR UPDATE SKIP LOCKED
 ),
 claimed AS (
+    -- By primary key (an array, not a join): a join here may be planned as a scan of the
+    -- whole table when statistics lag behind a broadcast.
     UPDATE md_message m
     SET state = 'sending', worker_id = $1, lease_epoch = $2, updated_at = $3
-    FROM picked
-    WHERE m.id = picked.id
+    WHERE m.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING m.id, m.stream, m.priority, m.campaign, m.pool, m.attempts, m.expires_at,
               m.due_at
 )
@@ -128,57 +139,48 @@ WHERE id = ANY($3::text[]) AND worker_id = $1 AND lease_epoch = $2
 RETURNING id;
 
 -- name: record_outcomes
--- $1 worker, $2 epoch, $3 now, $4.. one array per OutcomeRecord field. Fenced on
--- (message, worker, epoch): a message recovered by another worker is left alone. Waiting
--- outcomes (queued, deferred) update the row; finished ones move it to md_history.
--- Committed asynchronously (set_config(..., true) lasts this transaction only): losing the
--- last outcomes in a server crash leaves those messages committing, hence ambiguous after
--- recovery, never sent twice.
-WITH o AS (
-    SELECT *
-    FROM unnest($4::text[], $5::text[], $6::bool[], $7::float8[], $8::int4[], $9::text[],
-                $10::text[], $11::text[], $12::text[])
-        AS o (id, state, counts_attempt, retry_at, reply_code, reply_text, source_ip,
-              platform_domain, mx_host)
-),
-waiting AS (
+-- $1 worker, $2 epoch, $3 now, $4 ids, $5 {id: [state, counts_attempt, retry_at, reply_code,
+-- reply_text, source_ip, platform_domain, mx_host]} as jsonb. Rows are found by primary key
+-- (id = ANY) and each takes its outcome by key lookup in the jsonb object: no join, so no
+-- plan can degrade to comparing every outcome with every row when statistics are stale.
+-- Fenced on (message, worker, epoch): a message recovered by another worker is left
+-- alone. Waiting outcomes (queued, deferred) update the row; finished ones move it to
+-- md_history. Committed asynchronously (set_config(..., true) lasts this transaction
+-- only): losing the last outcomes in a server crash leaves those messages committing,
+-- hence ambiguous after recovery, never sent twice.
+WITH waiting AS (
     UPDATE md_message m
-    SET state = o.state,
-        due_at = o.retry_at,
-        attempts = m.attempts + o.counts_attempt::int,
+    SET state = $5::jsonb -> m.id ->> 0,
+        attempts = m.attempts + ($5::jsonb -> m.id ->> 1)::boolean::int,
+        due_at = ($5::jsonb -> m.id ->> 2)::float8,
+        last_reply_code = coalesce(($5::jsonb -> m.id ->> 3)::int4, m.last_reply_code),
+        last_reply_text = coalesce($5::jsonb -> m.id ->> 4, m.last_reply_text),
+        source_ip = coalesce($5::jsonb -> m.id ->> 5, m.source_ip),
+        platform_domain = coalesce($5::jsonb -> m.id ->> 6, m.platform_domain),
+        mx_host = coalesce($5::jsonb -> m.id ->> 7, m.mx_host),
         worker_id = NULL,
         lease_epoch = NULL,
-        last_reply_code = coalesce(o.reply_code, m.last_reply_code),
-        last_reply_text = coalesce(o.reply_text, m.last_reply_text),
-        source_ip = coalesce(o.source_ip, m.source_ip),
-        platform_domain = coalesce(o.platform_domain, m.platform_domain),
-        mx_host = coalesce(o.mx_host, m.mx_host),
         updated_at = $3
-    FROM o
-    WHERE m.id = o.id AND o.state IN ('queued', 'deferred')
+    WHERE m.id = ANY($4::text[])
       AND m.worker_id = $1 AND m.lease_epoch = $2 AND m.state IN ('sending', 'committing')
+      AND $5::jsonb -> m.id ->> 0 IN ('queued', 'deferred')
     RETURNING m.id
 ),
 finished AS (
     DELETE FROM md_message m
-    USING o
-    WHERE m.id = o.id AND o.state NOT IN ('queued', 'deferred')
+    WHERE m.id = ANY($4::text[])
       AND m.worker_id = $1 AND m.lease_epoch = $2 AND m.state IN ('sending', 'committing')
-    RETURNING m.id, o.state, m.attempts + o.counts_attempt::int AS attempts, m.account,
-              m.campaign, m.stream, m.pool,
-              coalesce(o.reply_code, m.last_reply_code) AS last_reply_code,
-              coalesce(o.reply_text, m.last_reply_text) AS last_reply_text,
-              coalesce(o.source_ip, m.source_ip) AS source_ip,
-              coalesce(o.platform_domain, m.platform_domain) AS platform_domain,
-              coalesce(o.mx_host, m.mx_host) AS mx_host,
-              m.enqueued_at
+      AND $5::jsonb -> m.id ->> 0 NOT IN ('queued', 'deferred')
+    RETURNING m.*, $5::jsonb -> m.id AS o
 ),
 archived AS (
     INSERT INTO md_history (id, state, attempts, account, campaign, stream, pool,
                             last_reply_code, last_reply_text, source_ip, platform_domain,
                             mx_host, enqueued_at, finished_at)
-    SELECT id, state, attempts, account, campaign, stream, pool, last_reply_code,
-           last_reply_text, source_ip, platform_domain, mx_host, enqueued_at, $3
+    SELECT id, o ->> 0, attempts + (o ->> 1)::boolean::int, account, campaign, stream, pool,
+           coalesce((o ->> 3)::int4, last_reply_code), coalesce(o ->> 4, last_reply_text),
+           coalesce(o ->> 5, source_ip), coalesce(o ->> 6, platform_domain),
+           coalesce(o ->> 7, mx_host), enqueued_at, $3
     FROM finished
 )
 SELECT (SELECT count(*) FROM waiting) + (SELECT count(*) FROM finished) AS applied,
