@@ -181,15 +181,18 @@ def _check_text(value: str, name: str) -> None:
             raise MessageError(name, "invalid", "is not valid UTF-8 (lone surrogate)") from None
 
 
-def _string(payload: Mapping[str, object], name: str, *, required: bool) -> str | None:
+def _optional(payload: Mapping[str, object], name: str) -> str | None:
     value = payload.get(name)
-    if value is None:
-        if required:
-            raise MessageError(name, "required", "is required")
-        return None
-    if not isinstance(value, str):
+    if value is not None and not isinstance(value, str):
         raise MessageError(name, "invalid", f"expected a string, got {type(value).__name__}")
-    if required and not value.strip():
+    return value
+
+
+def _required(payload: Mapping[str, object], name: str) -> str:
+    value = _optional(payload, name)
+    if value is None:
+        raise MessageError(name, "required", "is required")
+    if not value.strip():
         raise MessageError(name, "required", "must not be empty")
     return value
 
@@ -236,9 +239,9 @@ def parse_mailbox(value: object, name: str) -> Mailbox:
         raise MessageError(name, "invalid", "the local part must not contain '=?'")
     if len(local.encode("utf-8")) > 64:
         raise MessageError(name, "too_long", "the local part is longer than 64 octets")
-    if domain_in.startswith("[") or domain_in != domain_in.strip():
+    if domain_in.startswith("["):
         raise MessageError(name, "invalid", "address literals are not accepted")
-    domain = _domain(domain_in)
+    domain = _domain(domain_in) if domain_in == domain_in.strip() else None
     if domain is None:
         raise MessageError(name, "invalid", f"not a valid domain: {_short(domain_in)}")
     if len(local.encode("utf-8")) + 1 + len(domain) > 254:
@@ -492,18 +495,46 @@ class MessageFactory:
 
     def build(self, payload: Mapping[str, object], *, now: float) -> NewMessage:
         """Validate `payload` and render it; raises MessageError naming the field."""
+        f = self._validate(payload, now)
+        message_id = new_message_id(now)
+        mid = f"<{message_id}@{self.message_id_domain or f.sender.domain}>"
+        smtputf8 = not all(
+            mb.local.isascii() for mb in (f.sender, f.rcpt, f.reply_to) if mb is not None
+        )
+        body = self._render(f, mid, now, smtputf8)
+        try:
+            digest = payload_hash(payload)
+        except (TypeError, ValueError, UnicodeEncodeError):
+            raise MessageError("payload", "invalid", "cannot be hashed as JSON") from None
+        return NewMessage(
+            id=message_id,
+            account=f.account.name,
+            idempotency_key=f.idempotency_key,
+            payload_hash=digest,
+            author_domain=f.sender.domain,
+            rcpt=f.rcpt.address,
+            rcpt_domain=f.rcpt.domain,
+            verp_token=self.verp.token(message_id),
+            message_id=mid,
+            body=body,
+            stream=f.stream.name,
+            priority=f.priority,
+            campaign=f.campaign,
+            pool=f.pool,
+            due_at=f.due_at,
+            expires_at=f.expires_at,
+            smtputf8=smtputf8,
+        )
+
+    def _validate(self, payload: Mapping[str, object], now: float) -> _Fields:
         if not isinstance(payload, Mapping):
             raise MessageError("payload", "invalid", "expected a JSON object")
         unknown = [k for k in payload if k not in FIELDS]
         if unknown:
-            key = sorted(map(str, unknown))[0]
-            raise MessageError(key, "unknown_field", "unknown field")
-
+            raise MessageError(sorted(map(str, unknown))[0], "unknown_field", "unknown field")
         account = self._account(payload)
-        idem = self._idempotency_key(payload)
-        sender_raw = _string(payload, "from", required=True)
-        assert sender_raw is not None
-        sender = _sender_mailbox(sender_raw, "from")
+        idempotency_key = _idempotency_key(payload)
+        sender = _sender_mailbox(_required(payload, "from"), "from")
         if sender.domain not in account.author_domains:
             raise MessageError(
                 "from",
@@ -517,20 +548,16 @@ class MessageFactory:
             reply_to = _sender_mailbox(reply_raw, "reply_to")
         elif reply_raw is not None:
             reply_to = parse_mailbox(reply_raw, "reply_to")
-        subject = _string(payload, "subject", required=True)
-        assert subject is not None
-        _check_text(subject.replace("\t", " "), "subject")
-        if len(subject) > MAX_SUBJECT:
-            raise MessageError("subject", "too_long", f"longer than {MAX_SUBJECT} characters")
-        text = _string(payload, "text", required=False) or None
-        html = _string(payload, "html", required=False) or None
+        subject = _subject(payload)
+        text = _optional(payload, "text") or None
+        html = _optional(payload, "html") or None
         if text is None and html is None:
             raise MessageError("text", "required", "text or html is required")
+        # Refuse oversized bodies before encoding them: rendering never shrinks the text.
+        if len(text or "") + len(html or "") > self.max_message_bytes:
+            raise MessageError(_bigger(text, html), "too_large", self._too_large())
         extra = _extra_headers(payload.get("headers"))
         stream = self._stream(payload)
-        priority = self._priority(payload)
-        campaign = self._campaign(payload)
-        pool = self._pool(payload)
         unsubscribe = _unsubscribe(payload.get("unsubscribe"))
         if (
             not unsubscribe
@@ -540,41 +567,51 @@ class MessageFactory:
             raise MessageError(
                 "unsubscribe", "required", f"the {stream.name} stream requires an unsubscribe link"
             )
-        if "metadata" in payload and payload["metadata"] is not None:
-            if not isinstance(payload["metadata"], Mapping):
-                raise MessageError("metadata", "invalid", "expected an object")
-            _json_value(payload["metadata"], "metadata")
-        due_at, expires_at = self._times(payload, stream, now)
+        _metadata(payload.get("metadata"))
+        due_at, expires_at = _times(payload, stream, now)
+        return _Fields(
+            account=account,
+            idempotency_key=idempotency_key,
+            sender=sender,
+            rcpt=rcpt,
+            reply_to=reply_to,
+            subject=subject,
+            text=text,
+            html=html,
+            extra_headers=extra,
+            stream=stream,
+            priority=_priority(payload),
+            campaign=_campaign(payload),
+            pool=self._pool(payload),
+            unsubscribe=unsubscribe,
+            due_at=due_at,
+            expires_at=expires_at,
+        )
 
-        # Refuse oversized bodies before encoding them: rendering never shrinks the text.
-        biggest = "html" if len(html or "") > len(text or "") else "text"
-        if len(text or "") + len(html or "") > self.max_message_bytes:
-            raise MessageError(biggest, "too_large", self._too_large())
-
-        message_id = new_message_id(now)
-        mid = f"<{message_id}@{self.message_id_domain or sender.domain}>"
+    def _render(self, f: _Fields, mid: str, now: float, smtputf8: bool) -> bytes:
         head = [
-            mailbox_header("From", sender),
-            mailbox_header("To", rcpt),
-            unstructured("Subject", subject),
+            mailbox_header("From", f.sender),
+            mailbox_header("To", f.rcpt),
+            unstructured("Subject", f.subject),
             _date_header(int(now)),
             f"Message-ID: {mid}\r\n",
         ]
-        if reply_to is not None:
-            head.append(mailbox_header("Reply-To", reply_to))
-        if unsubscribe:
-            head.append(fold("List-Unsubscribe", _uri_tokens(unsubscribe)))
-            if any(u.startswith("https:") for u in unsubscribe):
+        if f.reply_to is not None:
+            head.append(mailbox_header("Reply-To", f.reply_to))
+        if f.unsubscribe:
+            head.append(fold("List-Unsubscribe", _uri_tokens(f.unsubscribe)))
+            # RFC 8058 one-click applies to the https URI only.
+            if any(u.startswith("https:") for u in f.unsubscribe):
                 head.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
         head.append(
             "Feedback-ID: "
-            f"{_feedback_part(campaign or 'none')}:{_feedback_part(account.name)}:"
-            f"{_feedback_part(stream.name)}:{_feedback_part(self.feedback_sender_id)}\r\n"
+            f"{_feedback_part(f.campaign or 'none')}:{_feedback_part(f.account.name)}:"
+            f"{_feedback_part(f.stream.name)}:{_feedback_part(self.feedback_sender_id)}\r\n"
         )
-        for hname, hvalue in extra:
+        for hname, hvalue in f.extra_headers:
             head.append(unstructured(hname, hvalue))
         bodies: list[Body] = []
-        for part_name, content, subtype in (("text", text, "plain"), ("html", html, "html")):
+        for part_name, content, subtype in (("text", f.text, "plain"), ("html", f.html, "html")):
             if content is not None:
                 try:
                     bodies.append(encode_body(content, subtype))
@@ -582,116 +619,130 @@ class MessageFactory:
                     raise MessageError(
                         part_name, "invalid", "is not valid UTF-8 (lone surrogate)"
                     ) from None
-        smtputf8 = not (
-            sender.local.isascii()
-            and rcpt.local.isascii()
-            and (reply_to is None or reply_to.local.isascii())
-        )
         header_block = "".join(head)
         body = assemble(header_block, bodies, utf8=smtputf8)
         if len(body) > self.max_message_bytes:
-            culprit = "headers" if len(header_block) > len(body) // 2 else biggest
+            culprit = "headers" if len(header_block) > len(body) // 2 else _bigger(f.text, f.html)
             raise MessageError(culprit, "too_large", self._too_large())
-        try:
-            digest = payload_hash(payload)
-        except (TypeError, ValueError, UnicodeEncodeError):
-            raise MessageError("payload", "invalid", "cannot be hashed as JSON") from None
-
-        return NewMessage(
-            id=message_id,
-            account=account.name,
-            idempotency_key=idem,
-            payload_hash=digest,
-            author_domain=sender.domain,
-            rcpt=rcpt.address,
-            rcpt_domain=rcpt.domain,
-            verp_token=self.verp.token(message_id),
-            message_id=mid,
-            body=body,
-            stream=stream.name,
-            priority=priority,
-            campaign=campaign,
-            pool=pool,
-            due_at=due_at,
-            expires_at=expires_at,
-            smtputf8=smtputf8,
-        )
+        return body
 
     def _too_large(self) -> str:
         return f"the rendered message exceeds {self.max_message_bytes} bytes"
 
     def _account(self, payload: Mapping[str, object]) -> AccountConfig:
-        name = _string(payload, "account", required=True)
-        assert name is not None
+        name = _required(payload, "account")
         account = self.accounts.get(name)
         if account is None:
             raise MessageError("account", "invalid", f"no account named {_short(name)}")
         return account
 
-    @staticmethod
-    def _idempotency_key(payload: Mapping[str, object]) -> str:
-        key = _string(payload, "idempotency_key", required=True)
-        assert key is not None
-        if len(key) > 200:
-            raise MessageError("idempotency_key", "too_long", "longer than 200 characters")
-        if not (key.isascii() and key.isprintable()):
-            raise MessageError("idempotency_key", "invalid", "must be printable ASCII")
-        return key
-
     def _stream(self, payload: Mapping[str, object]) -> StreamConfig:
-        name = _string(payload, "stream", required=False) or "transactional"
+        name = _optional(payload, "stream") or "transactional"
         stream = self.streams.get(name)
         if stream is None:
             choices = ", ".join(sorted(self.streams))
             raise MessageError("stream", "invalid", f"expected one of {choices}")
         return stream
 
-    @staticmethod
-    def _priority(payload: Mapping[str, object]) -> int:
-        value = payload.get("priority", 0)
-        if value is None:
-            return 0
-        if isinstance(value, bool) or not isinstance(value, int) or not -100 <= value <= 100:
-            raise MessageError("priority", "invalid", "expected an integer from -100 to 100")
-        return value
-
-    @staticmethod
-    def _campaign(payload: Mapping[str, object]) -> str | None:
-        campaign = _string(payload, "campaign", required=False)
-        if campaign is None:
-            return None
-        if not campaign:
-            raise MessageError("campaign", "invalid", "must not be empty")
-        _check_text(campaign, "campaign")
-        if len(campaign) > 200:
-            raise MessageError("campaign", "too_long", "longer than 200 characters")
-        return campaign
-
     def _pool(self, payload: Mapping[str, object]) -> str | None:
-        pool = _string(payload, "pool", required=False)
+        pool = _optional(payload, "pool")
         if pool is not None and pool not in self.pools:
             raise MessageError("pool", "invalid", f"no pool named {_short(pool)}")
         return pool
 
-    @staticmethod
-    def _times(
-        payload: Mapping[str, object], stream: StreamConfig, now: float
-    ) -> tuple[float, float]:
-        send_at = _timestamp(payload.get("send_at"), "send_at")
-        wanted_expiry = _timestamp(payload.get("expires_at"), "expires_at")
-        expires_at = now + stream.max_age
-        if wanted_expiry is not None:
-            if wanted_expiry <= now:
-                raise MessageError("expires_at", "invalid", "is in the past")
-            expires_at = min(expires_at, wanted_expiry)
-        due_at = now if send_at is None else send_at
-        if due_at >= expires_at:
-            raise MessageError(
-                "send_at",
-                "invalid",
-                "is not before the message expires (expires_at, or the stream's max_age)",
-            )
-        return due_at, expires_at
+
+@dataclass(frozen=True, slots=True)
+class _Fields:
+    """A payload's validated fields, between validation and rendering."""
+
+    account: AccountConfig
+    idempotency_key: str
+    sender: Mailbox
+    rcpt: Mailbox
+    reply_to: Mailbox | None
+    subject: str
+    text: str | None
+    html: str | None
+    extra_headers: list[tuple[str, str]]
+    stream: StreamConfig
+    priority: int
+    campaign: str | None
+    pool: str | None
+    unsubscribe: list[str]
+    due_at: float
+    expires_at: float
+
+
+def _bigger(text: str | None, html: str | None) -> str:
+    return "html" if len(html or "") > len(text or "") else "text"
+
+
+def _idempotency_key(payload: Mapping[str, object]) -> str:
+    key = _required(payload, "idempotency_key")
+    if len(key) > 200:
+        raise MessageError("idempotency_key", "too_long", "longer than 200 characters")
+    if not (key.isascii() and key.isprintable()):
+        raise MessageError("idempotency_key", "invalid", "must be printable ASCII")
+    return key
+
+
+def _subject(payload: Mapping[str, object]) -> str:
+    subject = _required(payload, "subject")
+    _check_text(subject.replace("\t", " "), "subject")
+    if len(subject) > MAX_SUBJECT:
+        raise MessageError("subject", "too_long", f"longer than {MAX_SUBJECT} characters")
+    return subject
+
+
+def _priority(payload: Mapping[str, object]) -> int:
+    value = payload.get("priority")
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not -100 <= value <= 100:
+        raise MessageError("priority", "invalid", "expected an integer from -100 to 100")
+    return value
+
+
+def _campaign(payload: Mapping[str, object]) -> str | None:
+    campaign = _optional(payload, "campaign")
+    if campaign is None:
+        return None
+    if not campaign:
+        raise MessageError("campaign", "invalid", "must not be empty")
+    _check_text(campaign, "campaign")
+    if len(campaign) > 200:
+        raise MessageError("campaign", "too_long", "longer than 200 characters")
+    return campaign
+
+
+def _metadata(value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise MessageError("metadata", "invalid", "expected an object")
+    _json_value(value, "metadata")
+    if len(json.dumps(value, ensure_ascii=False).encode("utf-8")) > MAX_METADATA_BYTES:
+        raise MessageError("metadata", "too_large", f"over {MAX_METADATA_BYTES} bytes")
+
+
+def _times(payload: Mapping[str, object], stream: StreamConfig, now: float) -> tuple[float, float]:
+    """(due_at, expires_at): due at send_at or now; expires at the earlier of expires_at and
+    now + the stream's max_age; refused when it would expire before it is due."""
+    send_at = _timestamp(payload.get("send_at"), "send_at")
+    wanted_expiry = _timestamp(payload.get("expires_at"), "expires_at")
+    expires_at = now + stream.max_age
+    if wanted_expiry is not None:
+        if wanted_expiry <= now:
+            raise MessageError("expires_at", "invalid", "is in the past")
+        expires_at = min(expires_at, wanted_expiry)
+    due_at = now if send_at is None else send_at
+    if due_at >= expires_at:
+        raise MessageError(
+            "send_at",
+            "invalid",
+            "is not before the message expires (expires_at, or the stream's max_age)",
+        )
+    return due_at, expires_at
 
 
 def _uri_tokens(uris: list[str]) -> list[str]:

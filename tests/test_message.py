@@ -271,6 +271,7 @@ def test_from_domain_must_belong_to_the_account(factory: MessageFactory) -> None
         ({"campaign": "c" * 201}, "campaign", "too_long"),
         ({"pool": "nope"}, "pool", "invalid"),
         ({"metadata": [1]}, "metadata", "invalid"),
+        ({"metadata": {"x": "m" * 70_000}}, "metadata", "too_large"),
         ({"metadata": {"x": float("nan")}}, "metadata.x", "invalid"),
         ({"metadata": {"x": b"bytes"}}, "metadata.x", "invalid"),
         ({"metadata": {"x": {1, 2}}}, "metadata.x", "invalid"),
