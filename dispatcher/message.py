@@ -20,6 +20,8 @@ from email.utils import formatdate
 from functools import lru_cache
 from typing import Any
 
+import idna
+
 from dispatcher.config import AccountConfig, Config, ConfigError, StreamConfig, check_domain
 from dispatcher.render import (
     Body,
@@ -251,8 +253,16 @@ def parse_mailbox(value: object, name: str) -> Mailbox:
 
 @lru_cache(maxsize=4096)
 def _domain(value: str) -> str | None:
-    # Cached: recipient domains repeat (a few providers hold most mailboxes) and the IDNA
-    # codec is slow pure Python.
+    """The lower-case A-label form, or None when not a valid host name.
+
+    Unicode names go through IDNA 2008 with UTS 46 mapping (non-transitional, as browsers
+    do): the stdlib `idna` codec is IDNA 2003, which maps faß.de to fass.de, another domain.
+    Cached: recipient domains repeat (a few providers hold most mailboxes)."""
+    if not value.isascii():
+        try:
+            value = idna.encode(value, uts46=True, transitional=False).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            return None
     try:
         return check_domain(value, "")
     except ConfigError:

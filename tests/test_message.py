@@ -196,6 +196,7 @@ def test_too_large_counts_the_rendered_size(tmp_path: Path) -> None:
         ("Jane@Example.ORG", "Jane@example.org", False),
         ("jane@bücher.example", "jane@xn--bcher-kva.example", False),
         ("jane@XN--BCHER-KVA.example", "jane@xn--bcher-kva.example", False),
+        ("jane@faß.de", "jane@xn--fa-hia.de", False),
         ("josé@example.org", "josé@example.org", True),
         ('"Doe, Jane" <jane@example.org>', "jane@example.org", False),
     ],

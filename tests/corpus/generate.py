@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import idna as idna_package
+
 OUT = Path(__file__).resolve().parent / "bad_inputs.jsonl"
 
 BASE: dict[str, Any] = {
@@ -49,7 +51,8 @@ def reject(name: str, field: str, code: str | None = None, **changes: Any) -> No
 
 
 def idna(domain: str) -> str:
-    return domain.encode("idna").decode("ascii")
+    # IDNA 2008 / UTS 46 non-transitional (the stdlib codec is IDNA 2003: faß.de -> fass.de)
+    return idna_package.encode(domain, uts46=True, transitional=False).decode("ascii")
 
 
 def reject_raw(name: str, raw: str, field: str, code: str | None = None) -> None:
@@ -88,6 +91,13 @@ accept("subject_one_long_word", subject="x" * 990)
 accept("idn_recipient_domain", to="user@bücher.example", rcpt="user@" + idna("bücher.example"))
 accept(
     "idn_display_and_domain", to="Ünïcødé <user@例え.テスト>", rcpt="user@" + idna("例え.テスト")
+)
+accept("idna2008_sharp_s", to="user@faß.de", rcpt="user@xn--fa-hia.de")
+# full-width letters map to ASCII under UTS 46
+accept(
+    "fullwidth_domain",
+    to="user@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.org",
+    rcpt="user@example.org",
 )
 accept("upper_case_domain", to="Jane@EXAMPLE.ORG", rcpt="Jane@example.org")
 accept("non_ascii_local_part", to="josé@example.org", rcpt="josé@example.org", smtputf8=True)
@@ -319,6 +329,8 @@ TRICKS = {
     "nbsp_in_local": "ja\u00a0ne@example.org",
     "bidi_override_local": "ja\u202ene@example.org",
     "percent_then_angle": "jane%evil.example@example.org>",
+    "idna2003_only_symbol_domain": "jane@\u2603.net",
+    "zero_width_joiner_domain": "jane@a\u200db.example",
     "encoded_word_local": "=?utf-8?b?YWRtaW5AYmFuay5leGFtcGxl?=@example.org",
 }
 for tname, value in TRICKS.items():
