@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import threading
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -451,13 +452,15 @@ class _IdSource:
 
     def __init__(self) -> None:
         self._last = 0
+        self._lock = threading.Lock()  # build() may run in worker threads for big batches
 
     def next(self, now: float) -> str:
         ms = max(0, int(now * 1000)) & 0xFFFF_FFFF_FFFF
         value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-        if value <= self._last:
-            value = self._last + 1
-        self._last = value
+        with self._lock:
+            if value <= self._last:
+                value = self._last + 1
+            self._last = value
         return f"{value:032x}"
 
 
