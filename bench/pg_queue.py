@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -321,8 +322,13 @@ async def run_sustained(
     mark_group: int = 100,
     backlog: int = 20_000,
     body_size: int = BODY_SIZE,
+    vacuum_every: float | None = None,
 ) -> dict[str, Any]:
-    """A producer keeps about `backlog` messages waiting; workers cycle for `duration`."""
+    """A producer keeps about `backlog` messages waiting; workers cycle for `duration`.
+
+    `vacuum_every` runs VACUUM on the hot table at that period, standing in for an
+    autovacuum tuned for it (autovacuum_naptime is server-wide, 1 min by default).
+    """
     body = _body(body_size)
     async with fresh_database() as dsn:
         queue = PostgresQueue(dsn, max_connections=workers + 3)
@@ -357,9 +363,26 @@ async def run_sustained(
                     for c in cyclers:
                         assert await queue.heartbeat(c.lease)
 
+            vacuums = 0
+
+            async def vacuum() -> None:
+                nonlocal vacuums
+                assert vacuum_every is not None
+                conn = await asyncpg.connect(dsn)
+                try:
+                    while not stop.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), vacuum_every)
+                        await conn.execute("VACUUM md_message")
+                        vacuums += 1
+                finally:
+                    await conn.close()
+
             await _preload(queue, backlog, "pre", body)
             produced_base = backlog
             tasks = [asyncio.create_task(produce()), asyncio.create_task(heartbeats())]
+            if vacuum_every:
+                tasks.append(asyncio.create_task(vacuum()))
             tasks += [asyncio.create_task(work(c)) for c in cyclers]
             rt0 = queue.round_trips
             t0 = time.perf_counter()
@@ -388,6 +411,7 @@ async def run_sustained(
         "claim_p50_ms": _ms(latency, 0.50),
         "claim_p99_ms": _ms(latency, 0.99),
         "claim_max_ms": _ms(latency, 1.0),
+        "manual_vacuums": vacuums,
         "hot_table_end": hot,
         "history_end": {"n_live_tup": history["n_live_tup"], "bytes": history["bytes"]},
     }
@@ -485,7 +509,9 @@ async def _main(args: argparse.Namespace) -> None:
         elif name == "cycle":
             result = await run_claim_cycle(args.count, workers=args.workers)
         elif name == "sustained":
-            result = await run_sustained(args.duration, workers=args.workers)
+            result = await run_sustained(
+                args.duration, workers=args.workers, vacuum_every=args.vacuum_every
+            )
         else:
             result = await run_claim_with_history(args.history)
         print(json.dumps(result), flush=True)
@@ -498,6 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=100_000, help="messages (bulk, cycle)")
     p.add_argument("--workers", type=int, default=4, help="concurrent claimers")
     p.add_argument("--duration", type=float, default=60.0, help="seconds (sustained)")
+    p.add_argument("--vacuum-every", type=float, default=None, help="seconds (sustained)")
     p.add_argument("--history", type=int, default=2_000_000, help="finished messages")
     p.add_argument("--uvloop", action="store_true", help="run on uvloop")
     args = p.parse_args(argv)
