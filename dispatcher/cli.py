@@ -110,14 +110,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if args.processes > 1:
         return _run_processes(args)
-    from dispatcher.runtime import Runtime
 
     async def main() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        rt = await Runtime.open(config)
+        rt = await _open_patiently(config, stop)
+        if rt is None:
+            return 0
         if config.metrics.listen:
             rt.metrics.serve(config.metrics.listen)
         try:
@@ -131,6 +132,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
 
     return _run(main())
+
+
+async def _open_patiently(config: Config, stop: asyncio.Event) -> Any:
+    """Open the runtime, waiting for an unreachable queue (a database restart) to return."""
+    from dispatcher.runtime import Runtime
+
+    delay = 0.2
+    while True:
+        try:
+            return await Runtime.open(config)
+        except (ConnectionError, OSError, TimeoutError) as e:
+            if delay == 0.2:
+                logging.getLogger("maildispatch").warning("queue unavailable (%s): waiting", e)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            if stop.is_set():
+                return None
+            delay = min(delay * 2, 5.0)
 
 
 def _run_processes(args: argparse.Namespace) -> int:

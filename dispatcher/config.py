@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import idna
+
 from ip_pools.model import PlatformDomain, PoolSpec, SourceIp
 
 
@@ -55,8 +57,9 @@ def check_domain(value: object, key_path: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(key_path, "expected a domain name")
     try:
-        name = value.strip().lower().encode("idna").decode("ascii")
-    except UnicodeError:
+        # UTS 46 / IDNA 2008 (as recipient domains): the stdlib codec is IDNA 2003.
+        name = idna.encode(value.strip().lower(), uts46=True).decode("ascii")
+    except (UnicodeError, idna.IDNAError):
         raise ConfigError(key_path, f"not a valid domain name: {value!r}") from None
     if not _DOMAIN.match(name):
         raise ConfigError(key_path, f"not a valid domain name: {value!r}")
@@ -146,6 +149,9 @@ class QueueConfig:
     retention: float = 30 * 86400.0
     # SQLite PRAGMA synchronous: FULL survives power loss; NORMAL survives a process crash.
     synchronous: str = "FULL"
+    # A worker whose heartbeat stops this long loses its messages to recovery (PostgreSQL;
+    # on SQLite the kernel's lock on a dead process decides first).
+    lease_ttl: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +324,10 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
         idempotency_retention=q.duration("idempotency_retention", "7d"),
         retention=q.duration("retention", "30d"),
         synchronous=q.choice("synchronous", "FULL", ("FULL", "NORMAL")),
+        lease_ttl=q.duration("lease_ttl", "30s"),
     )
+    if queue.lease_ttl < 1.0:
+        raise ConfigError("queue.lease_ttl", "must be at least 1s")
     if backend == "postgres" and not queue.dsn:
         raise ConfigError("queue.dsn", "is required when queue.backend is postgres")
     q.done()

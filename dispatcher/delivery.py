@@ -33,6 +33,7 @@ class Work:
     pick: Pick
     mail_from: str
     hosts: tuple[MxHost, ...]
+    signed: bytes | None = None  # the signed message, when signed ahead (off the loop)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dispatcher.config import Config
@@ -27,9 +28,18 @@ from dispatcher.smtp import SessionTimeouts
 from dispatcher.stop_points import reached
 from dispatcher.verp import Verp
 from ip_pools import PoolSet
-from queues.protocol import ClaimedMessage, Lease, MessageState, OutcomeRecord, Queue
+from queues.protocol import (
+    ClaimedMessage,
+    Lease,
+    LeaseLost,
+    MessageState,
+    OutcomeRecord,
+    Queue,
+)
 
 log = logging.getLogger(__name__)
+
+_SIGN_CHUNK = 32  # messages signed per hop to the signing thread
 
 _VERDICT_STATE = {
     Verdict.DELIVERED: MessageState.DELIVERED,
@@ -99,6 +109,7 @@ class Engine:
         )
         self._ambiguous_policy = {name: s.ambiguous for name, s in config.streams.items()}
         self._lanes: dict[tuple[str, str], Lane] = {}
+        self._sign_pool: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight = 0
         self._stats = RunStats()
@@ -127,6 +138,7 @@ class Engine:
             self.queue, lease, self.config.dispatch.outcome_interval, on_applied=self._applied
         )
         slots = asyncio.Semaphore(self.config.dispatch.max_sessions)
+        self._sign_pool = ThreadPoolExecutor(1, thread_name_prefix="dkim-sign")
         side = {
             asyncio.create_task(self._marks.run(), name="mark-writer"),
             asyncio.create_task(self._outcomes.run(), name="outcome-writer"),
@@ -147,13 +159,18 @@ class Engine:
         finally:
             stop.set()
             if not claim.done():
+                # Let the claim loop see `stop` and finish placing its batch; cancel if stuck.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait({claim}, timeout=self.config.dispatch.shutdown_timeout)
                 claim.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await claim
             await self._shutdown()
             for task in side:
                 task.cancel()
             await asyncio.gather(*side, return_exceptions=True)
+            self._sign_pool.shutdown(wait=False)
+            self._sign_pool = None
             self._stats.finished = time.monotonic()
         return self._stats
 
@@ -163,24 +180,54 @@ class Engine:
         batch_size = self.config.dispatch.claim_batch
         high_water = max(batch_size * 2, self.config.dispatch.max_sessions * 4)
         assert self._outcomes is not None
+        backoff = 0.0
         while not stop.is_set():
             if self._inflight >= high_water or self._outcomes.full:
                 await asyncio.sleep(0.005)
                 continue
-            want = min(batch_size, high_water - self._inflight)
-            messages = await self.queue.claim(lease, want, self.clock())
-            if messages:
-                reached("after_claim")
-                self._stats.claimed += len(messages)
-                await self._dispatch(messages, slots)
+            try:
+                done = await self._claim_once(lease, slots, stop, drain, batch_size, high_water)
+            except LeaseLost:
+                log.error("lease %s/%d was taken over: stopping", lease.worker_id, lease.epoch)
+                return
+            except (ConnectionError, OSError, TimeoutError) as e:
+                # The queue is unreachable: stop claiming, keep outcomes buffered, retry.
+                if backoff == 0.0:
+                    log.warning("queue unavailable (%s): claims paused, retrying", e)
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
                 continue
-            if drain and self._inflight == 0:
-                await self._outcomes.drain(self.config.dispatch.shutdown_timeout)
-                due = await self.queue.next_due()
-                if due is None or due > self.clock():
-                    return
-                continue
-            await self._wait_for_work(stop)
+            if backoff:
+                log.warning("queue reachable again: claims resumed")
+                backoff = 0.0
+            if done:
+                return
+
+    async def _claim_once(
+        self,
+        lease: Lease,
+        slots: asyncio.Semaphore,
+        stop: asyncio.Event,
+        drain: bool,
+        batch_size: int,
+        high_water: int,
+    ) -> bool:
+        """One claim round; True when a drain run is finished."""
+        assert self._outcomes is not None
+        want = min(batch_size, high_water - self._inflight)
+        messages = await self.queue.claim(lease, want, self.clock())
+        if messages:
+            reached("after_claim")
+            self._stats.claimed += len(messages)
+            await self._dispatch(messages, slots)
+            return False
+        if drain and self._inflight == 0:
+            await self._outcomes.drain(self.config.dispatch.shutdown_timeout)
+            due = await self.queue.next_due()
+            return due is None or due > self.clock()
+        await self._wait_for_work(stop)
+        return False
 
     async def _wait_for_work(self, stop: asyncio.Event) -> None:
         poll = self.config.dispatch.poll_interval
@@ -201,6 +248,7 @@ class Engine:
             routes[dom] = await self.router.resolve(dom)
         assert self._outcomes is not None
         now = self.clock()
+        ready: list[Work] = []
         for msg in messages:
             self._inflight += 1
             res = routes[msg.rcpt_domain]
@@ -217,27 +265,60 @@ class Engine:
                     ),
                 )
                 continue
-            work = Work(
-                message=msg,
-                pick=pick,
-                mail_from=self.verp.address(msg.verp_token, pick.domain.domain),
-                hosts=res.hosts,
-            )
-            key = (pick.source.address, res.hosts[0].name)
-            lane = self._lanes.get(key)
-            if lane is None:
-                lane = Lane(
-                    key,
-                    self._settings,
-                    slots,
-                    self.router.breaker,
-                    self._prepare,
-                    self._request_mark,
-                    self._attempted,
-                    self._spawn,
+            ready.append(
+                Work(
+                    message=msg,
+                    pick=pick,
+                    mail_from=self.verp.address(msg.verp_token, pick.domain.domain),
+                    hosts=res.hosts,
                 )
-                self._lanes[key] = lane
-            lane.put(work)
+            )
+        loop = asyncio.get_running_loop()
+        placed = 0
+        try:
+            for i in range(0, len(ready), _SIGN_CHUNK):
+                chunk = ready[i : i + _SIGN_CHUNK]
+                # RSA signing is most of the CPU per message; OpenSSL releases the GIL, so a
+                # thread signs on the other core while the loop keeps the sessions going.
+                await loop.run_in_executor(self._sign_pool, self._sign_ahead, chunk)
+                for work in chunk:
+                    self._lane(work, slots).put(work)
+                    placed += 1
+        except BaseException:
+            # Cancelled mid-batch: what never reached a lane goes back, no attempt counted.
+            for work in ready[placed:]:
+                self._release(work.message)
+            raise
+
+    def _release(self, msg: ClaimedMessage) -> None:
+        self._finish(
+            msg, OutcomeRecord(msg.id, MessageState.QUEUED, counts_attempt=False, retry_at=0.0)
+        )
+
+    def _lane(self, work: Work, slots: asyncio.Semaphore) -> Lane:
+        key = (work.pick.source.address, work.hosts[0].name)
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = Lane(
+                key,
+                self._settings,
+                slots,
+                self.router.breaker,
+                self._prepare,
+                self._request_mark,
+                self._attempted,
+                self._spawn,
+            )
+            self._lanes[key] = lane
+        return lane
+
+    def _sign_ahead(self, works: list[Work]) -> None:
+        """Runs on the signing thread; a message that cannot be signed is left unsigned
+        and fails as an outcome when its session tries again on the loop."""
+        now = self.clock()
+        for work in works:
+            with contextlib.suppress(ValueError):
+                work.signed = self._sign(work, now)
 
     def _route_failure(self, msg: ClaimedMessage, res: Resolution, now: float) -> None:
         text = f"{res.code}: {res.reason}"
@@ -256,11 +337,16 @@ class Engine:
     # -- per message -----------------------------------------------------------------------
 
     def _prepare(self, work: Work) -> bytes:
+        if work.signed is not None:
+            return work.signed
+        return self._sign(work, self.clock())
+
+    def _sign(self, work: Work, now: float) -> bytes:
         msg = work.message
         domains = [msg.author_domain]
         if work.pick.domain.sign and work.pick.domain.domain != msg.author_domain:
             domains.append(work.pick.domain.domain)
-        return self.signer.sign(msg.body, domains, self.clock()) + msg.body
+        return self.signer.sign(msg.body, domains, now) + msg.body
 
     def _request_mark(self, message_id: str) -> asyncio.Future[bool]:
         assert self._marks is not None
@@ -381,16 +467,10 @@ class Engine:
 
     async def _shutdown(self) -> None:
         """Return unstarted work, let sessions finish, write every outcome."""
-        now = self.clock()
         for lane in self._lanes.values():
             lane.closing = True
             for work in lane.take_all():
-                self._finish(
-                    work.message,
-                    OutcomeRecord(
-                        work.message.id, MessageState.QUEUED, counts_attempt=False, retry_at=now
-                    ),
-                )
+                self._release(work.message)
         timeout = self.config.dispatch.shutdown_timeout
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)

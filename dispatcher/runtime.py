@@ -33,8 +33,8 @@ def make_queue(config: Config) -> Queue:
     """The configured backend (not yet opened)."""
     q = config.queue
     if q.backend == "postgres":
-        return open_queue("postgres", dsn=q.dsn)
-    return open_queue("sqlite", path=q.path, synchronous=q.synchronous)
+        return open_queue("postgres", dsn=q.dsn, lease_ttl=q.lease_ttl)
+    return open_queue("sqlite", path=q.path, synchronous=q.synchronous, lease_ttl=q.lease_ttl)
 
 
 class Runtime:
