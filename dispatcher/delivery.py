@@ -112,9 +112,12 @@ class Lane:
             if remaining <= 0:
                 return None
             try:
-                await asyncio.wait_for(self._has_work.wait(), timeout=remaining)
+                await asyncio.wait_for(self._has_work.wait(), timeout=min(remaining, 0.05))
             except TimeoutError:
-                return None
+                if self._slots.locked():
+                    # Every session slot is taken and this one is idle: free it for a lane
+                    # that has mail waiting.
+                    return None
         return self._ready.popleft()
 
     async def _session_loop(self) -> None:
