@@ -97,8 +97,10 @@ expired_history AS (
                             last_reply_code, last_reply_text, source_ip, platform_domain,
                             mx_host, enqueued_at, finished_at)
     SELECT id, 'failed', 'expired', attempts, account, campaign, stream, pool,
-           last_reply_code, last_reply_text, source_ip, platform_domain, mx_host,
-           enqueued_at, $3
+           last_reply_code,
+           CASE WHEN last_reply_text IS NULL THEN 'expired'
+                ELSE 'expired; last reply: ' || last_reply_text END,
+           source_ip, platform_domain, mx_host, enqueued_at, $3
     FROM expired
 ),
 picked AS (
@@ -283,8 +285,7 @@ archived AS (
                             last_reply_code, last_reply_text, source_ip, platform_domain,
                             mx_host, enqueued_at, finished_at)
     SELECT id, 'cancelled', 'cancelled', attempts, account, campaign, stream, pool,
-           last_reply_code, last_reply_text, source_ip, platform_domain, mx_host,
-           enqueued_at, $3
+           NULL, 'cancelled', source_ip, platform_domain, mx_host, enqueued_at, $3
     FROM doomed
 )
 SELECT count(*) FROM doomed;
