@@ -160,3 +160,19 @@ async def test_close_hands_back_leases(dsn: str, new: PostgresQueue) -> None:
 
     assert (report.workers, report.requeued) == (1, 1)
     assert await new.heartbeat(idle) is False
+
+
+async def test_release_unheld_requeues_what_a_lost_claim_reply_left(old: PostgresQueue) -> None:
+    await old.enqueue_many([make_message(i) for i in range(6)])
+    lease = await old.register_worker()
+    claimed = [m.id for m in await old.claim(lease, 6, time.time())]
+    held, lost = claimed[:2], claimed[2:]
+    await old.mark_committing(lease, [lost[0]])  # may have reached the dot: stays
+
+    assert await old.release_unheld(lease, held) == len(lost) - 1
+
+    states = {r.id: r.state for r in await old.get(claimed)}
+    assert {states[i] for i in held} == {MessageState.SENDING}
+    assert states[lost[0]] == MessageState.COMMITTING
+    assert {states[i] for i in lost[1:]} == {MessageState.QUEUED}
+    assert {r.attempts for r in await old.get(lost[1:])} == {0}

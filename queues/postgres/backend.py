@@ -16,8 +16,8 @@ server did not answer in time) instead of hanging, and the pool reconnects on th
 once the server is back. Repeating a call after QueueUnavailable is safe for enqueue_many
 (deduplicated by key), mark_committing (grants again what it granted), record_outcomes
 (fenced: an outcome already applied is not applied twice), heartbeat and the reads. A claim
-whose reply was lost leaves its messages `sending` under the lease: they come back when the
-lease expires and is recovered.
+whose reply was lost leaves its messages `sending` under the live lease: release_unheld()
+hands them back once the server answers again.
 """
 
 from __future__ import annotations
@@ -252,6 +252,19 @@ class PostgresQueue:
             )
             for r in rows
         ]
+
+    async def release_unheld(self, lease: Lease, held: Sequence[str]) -> int:
+        """Requeue `sending` messages of `lease` that are not in `held`; returns how many.
+
+        For the engine after a claim raised QueueUnavailable: the claim may have committed
+        with its reply lost, leaving messages `sending` under a lease that stays alive (so
+        recovery never takes them). Not an attempt; committing ones are left alone.
+        """
+        row = await self._db.fetchrow(
+            QUERIES["release_unheld"], lease.worker_id, lease.epoch, list(held), time.time()
+        )
+        assert row is not None
+        return int(row["released"])
 
     async def mark_committing(self, lease: Lease, ids: Sequence[str]) -> set[str]:
         """The fenced `committing` mark, durable (synchronous commit) before it returns."""

@@ -127,6 +127,20 @@ SELECT m.id, c.account, c.author_domain, c.rcpt, c.rcpt_domain, c.verp_token, c.
 FROM claimed m JOIN md_content c ON c.id = m.id
 ORDER BY m.priority DESC, m.due_at;
 
+-- name: release_unheld
+-- $1 worker, $2 epoch, $3 ids the worker holds, $4 now. Messages claimed under the lease
+-- that the worker does not know of (the reply to a claim was lost) go back to the queue.
+-- Only `sending`: a committing one may have reached the dot.
+WITH released AS (
+    UPDATE md_message SET state = 'queued', worker_id = NULL, lease_epoch = NULL, updated_at = $4
+    WHERE worker_id = $1 AND lease_epoch = $2 AND state = 'sending'
+      AND NOT (id = ANY($3::text[]))
+    RETURNING id
+)
+SELECT count(*) AS released,
+       CASE WHEN count(*) > 0 THEN pg_notify('maildispatch_work', '') END AS notified
+FROM released;
+
 -- name: mark_committing
 -- The compare-and-set before the final dot: only messages still held under this lease,
 -- and only while the lease is alive. Already-committing ones are granted again, so a
