@@ -198,6 +198,16 @@ class Engine:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
                 continue
+            except Exception:
+                # A driver error the backend did not translate (seen: asyncpg's "another
+                # operation is in progress" during a server restart). Messages it claimed
+                # stay `sending` under this lease; recovery settles them if we die.
+                if backoff == 0.0:
+                    log.exception("claim failed: claims paused, retrying")
+                backoff = min(max(backoff * 2, 0.1), 5.0)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=backoff)
+                continue
             if backoff:
                 log.warning("queue reachable again: claims resumed")
                 backoff = 0.0
