@@ -112,6 +112,10 @@ class Engine:
         self._sign_pool: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight = 0
+        # Ids claimed under our lease whose outcome is not yet written: after a claim whose
+        # reply was lost, everything else `sending` under our lease is released.
+        self._held: set[str] = set()
+        self._claim_uncertain = False
         self._stats = RunStats()
         self._progress: Callable[[RunStats], None] | None = None
         self._lease: Lease | None = None
@@ -192,6 +196,7 @@ class Engine:
                 return
             except (ConnectionError, OSError, TimeoutError) as e:
                 # The queue is unreachable: stop claiming, keep outcomes buffered, retry.
+                self._claim_uncertain = True
                 if backoff == 0.0:
                     log.warning("queue unavailable (%s): claims paused, retrying", e)
                 backoff = min(max(backoff * 2, 0.1), 5.0)
@@ -202,6 +207,7 @@ class Engine:
                 # A driver error the backend did not translate (seen: asyncpg's "another
                 # operation is in progress" during a server restart). Messages it claimed
                 # stay `sending` under this lease; recovery settles them if we die.
+                self._claim_uncertain = True
                 if backoff == 0.0:
                     log.exception("claim failed: claims paused, retrying")
                 backoff = min(max(backoff * 2, 0.1), 5.0)
@@ -225,6 +231,13 @@ class Engine:
     ) -> bool:
         """One claim round; True when a drain run is finished."""
         assert self._outcomes is not None
+        if self._claim_uncertain:
+            release = getattr(self.queue, "release_unheld", None)
+            if release is not None:
+                released = await release(lease, list(self._held))
+                if released:
+                    log.warning("released %d messages claimed by a lost reply", released)
+            self._claim_uncertain = False
         want = min(batch_size, high_water - self._inflight)
         messages = await self.queue.claim(lease, want, self.clock())
         if messages:
@@ -261,6 +274,7 @@ class Engine:
         ready: list[Work] = []
         for msg in messages:
             self._inflight += 1
+            self._held.add(msg.id)
             res = routes[msg.rcpt_domain]
             if res.kind != RouteKind.OK:
                 self._route_failure(msg, res, now)
@@ -409,6 +423,7 @@ class Engine:
     def _applied(self, records: list[OutcomeRecord]) -> None:
         stats = self._stats
         for r in records:
+            self._held.discard(r.id)
             stats.outcomes[r.state.value] += 1
             if r.state == MessageState.DELIVERED:
                 if r.source_ip:
