@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from dispatcher.config import Config, ConfigError, load_config
+from queues.protocol import QueueError
 
 T = TypeVar("T")
 DEFAULT_CONFIG = "config.toml"
@@ -437,6 +438,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except QueueError as e:
+        print(f"queue error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -64,8 +64,18 @@ class SqliteQueue:
         self._leases: list[Lease] = []
 
     async def open(self) -> None:
-        """Open the connection and create the schema when missing."""
-        await self._db.open(schema())
+        """Open the connection and create the schema when missing.
+
+        The schema version lives in `PRAGMA user_version`; a file written by another schema
+        version is refused with an error naming the file, never half-migrated."""
+        await self._db.open()
+        try:
+            await self._db.write(partial(_check_schema_version, path=self.path))
+            await self._db.close()
+            await self._db.open(schema())
+        except BaseException:
+            await self._db.close()
+            raise
 
     async def close(self) -> None:
         """Unregister this object's idle workers, close the connection, release the locks.
@@ -190,4 +200,30 @@ class SqliteQueue:
         """Cancel the account's (or campaign's) queued and deferred messages."""
         return await self._db.write(
             partial(status.cancel, account=account, campaign=campaign, now=time.time())
+        )
+
+
+SCHEMA_VERSION = 1
+
+
+class SchemaMismatch(QueueError, RuntimeError):
+    """The queue file was written by another schema version."""
+
+    code = "schema_mismatch"
+
+
+def _check_schema_version(conn: sqlite3.Connection, *, path: Path) -> None:
+    """Stamp a new file with SCHEMA_VERSION; refuse a file of another version."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    tables = conn.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'messages'"
+    ).fetchone()[0]
+    if version == 0 and tables == 0:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return
+    if version != SCHEMA_VERSION:
+        raise SchemaMismatch(
+            f"{path}: queue schema version {version or 'unversioned (pre-release)'}, this "
+            f"maildispatch knows version {SCHEMA_VERSION}; drain it with the version that wrote "
+            "it, or move the file away to start a new queue"
         )

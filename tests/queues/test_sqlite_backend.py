@@ -229,3 +229,25 @@ async def test_prune_drops_bodies_with_their_messages(queue: SqliteQueue) -> Non
     assert len(remaining) == 100
     bodies = {m.id: m.body for m in batch}
     assert all(m.body == bodies[m.id] for m in remaining)
+
+
+async def test_a_file_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    from queues.sqlite.backend import SchemaMismatch, SqliteQueue
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE messages (id TEXT)")  # a pre-release layout, unversioned
+    conn.commit()
+    conn.close()
+    q = SqliteQueue(path)
+    with pytest.raises(SchemaMismatch) as err:
+        await q.open()
+    assert str(path) in str(err.value)
+    fresh = SqliteQueue(tmp_path / "new.db")
+    await fresh.open()
+    await fresh.close()
+    again = SqliteQueue(tmp_path / "new.db")
+    await again.open()  # its own version: accepted
+    await again.close()
