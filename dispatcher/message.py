@@ -595,7 +595,9 @@ class MessageFactory:
             stream=stream,
             priority=_priority(payload),
             campaign=_campaign(payload),
-            pool=self._pool(payload),
+            # The account's pool unless the payload names another: stored, so a message
+            # keeps its pool across retries and config edits of the account.
+            pool=self._pool(payload) or account.pool,
             unsubscribe=unsubscribe,
             due_at=due_at,
             expires_at=expires_at,

@@ -76,7 +76,7 @@ def test_new_message_fields(factory: MessageFactory) -> None:
         "jane@example.org",
         "example.org",
     )
-    assert m.campaign is None and m.pool is None and m.smtputf8 is False
+    assert m.campaign is None and m.pool == "warm" and m.smtputf8 is False  # the account's pool
     assert len(m.id) == 32 and int(m.id, 16) >= 0
     assert m.message_id == f"<{m.id}@acme-news.example>"
     assert m.verp_token == VERP.token(m.id)
