@@ -179,3 +179,35 @@ async def test_sigterm_style_stop_returns_unstarted_messages(tmp_path: Path, key
     finally:
         await rt.close()
         await sink.stop()
+
+
+async def test_each_account_sends_from_its_own_pool(tmp_path: Path, key_dir: Path) -> None:
+    import dataclasses
+
+    from dispatcher.config import AccountConfig
+    from ip_pools import PoolSpec, SourceIp
+
+    sink = await FaultSink().start()
+    base = make_config(tmp_path, routes={DEST: f"127.0.0.1:{sink.port}"}, key_dir=key_dir)
+    transactional = PoolSpec(
+        name="tx",
+        ips=(SourceIp("127.0.0.9", "tx1.platform.example"),),
+        domains=base.pools[0].domains,
+    )
+    receipts = AccountConfig("receipts", base.accounts[0].author_domains, pool="tx")
+    config = dataclasses.replace(
+        base, pools=(*base.pools, transactional), accounts=(*base.accounts, receipts)
+    )
+    rt = await Runtime.open(config)
+    try:
+        await rt.enqueue(
+            [payload(i) for i in range(4)]
+            + [payload(i, account="receipts", idempotency_key=f"r-{i}") for i in range(4)]
+        )
+        await rt.run(drain=True)
+        by_account = {r.peer for r in sink.accepted() if "reader0@" in r.rcpts[0]}
+        assert sorted(r.peer for r in sink.accepted()) == ["127.0.0.2"] * 4 + ["127.0.0.9"] * 4
+        assert by_account == {"127.0.0.2", "127.0.0.9"}
+    finally:
+        await rt.close()
+        await sink.stop()
