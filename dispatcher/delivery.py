@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from dispatcher.circuit import CircuitBreaker
 from dispatcher.routing import MxHost
-from dispatcher.smtp import Phase, SendResult, SessionTimeouts, SmtpSession
+from dispatcher.smtp import Phase, SendResult, Session, SessionTimeouts, make_session
 from ip_pools import Pick
 from queues.protocol import ClaimedMessage
 
@@ -55,6 +55,7 @@ class LaneSettings:
     timeouts: SessionTimeouts
     starttls: bool
     idle_timeout: float = 2.0
+    client: str = "aiosmtplib"  # or "pipelining" (dispatcher.smtp.CLIENTS)
 
 
 class Lane:
@@ -121,7 +122,7 @@ class Lane:
         return self._ready.popleft()
 
     async def _session_loop(self) -> None:
-        session: SmtpSession | None = None
+        session: Session | None = None
         host: MxHost | None = None
         try:
             async with self._slots:
@@ -165,7 +166,7 @@ class Lane:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(session.close())
 
-    async def _open(self, work: Work) -> tuple[SmtpSession | None, MxHost | None, SendResult]:
+    async def _open(self, work: Work) -> tuple[Session | None, MxHost | None, SendResult]:
         """Try the destination's hosts in order: next MX on a connect failure or 4xx greeting."""
         failure = SendResult(Phase.CONNECT, None, "no reachable MX host", reusable=False)
         tried: MxHost | None = None
@@ -179,7 +180,8 @@ class Lane:
                     )
                     continue
                 tried = mx
-                session = SmtpSession(
+                session = make_session(
+                    self._settings.client,
                     address,
                     mx.port,
                     source_ip=source.address,
@@ -199,7 +201,7 @@ class Lane:
                 return None, mx, result
         return None, tried, failure
 
-    async def _send(self, session: SmtpSession, host: MxHost, work: Work) -> Attempt:
+    async def _send(self, session: Session, host: MxHost, work: Work) -> Attempt:
         try:
             body = self._prepare(work)
         except ValueError as e:  # unsignable message (DkimSignError, MessageFormatError)

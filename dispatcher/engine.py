@@ -106,6 +106,7 @@ class Engine:
                 config.smtp.connect_timeout, config.smtp.command_timeout, config.smtp.data_timeout
             ),
             starttls=config.smtp.starttls == "opportunistic",
+            client=config.smtp.client,
         )
         self._ambiguous_policy = {name: s.ambiguous for name, s in config.streams.items()}
         self._lanes: dict[tuple[str, str], Lane] = {}

@@ -16,6 +16,7 @@ import re
 import ssl
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiosmtplib
 from aiosmtplib.errors import (
@@ -255,6 +256,64 @@ class SmtpSession:
             pass
         finally:
             client.close()
+
+
+class Session(Protocol):
+    """The send interface the lanes use; `SmtpSession` and `PipeliningSession` provide it."""
+
+    sent: int
+    dot_started: bool
+    tls_active: bool
+
+    @property
+    def is_open(self) -> bool: ...
+
+    async def open(self) -> SendResult | None: ...
+
+    async def send(
+        self,
+        mail_from: str,
+        rcpt: str,
+        body: bytes,
+        mark: Awaitable[bool],
+        *,
+        smtputf8: bool = False,
+    ) -> SendResult: ...
+
+    async def close(self) -> None: ...
+
+
+CLIENTS = ("aiosmtplib", "pipelining")
+
+
+def make_session(
+    client: str,
+    host: str,
+    port: int,
+    *,
+    source_ip: str | None,
+    ehlo_name: str,
+    timeouts: SessionTimeouts,
+    starttls: bool = True,
+) -> Session:
+    """A session of the chosen client kind (one of `CLIENTS`)."""
+    if client == "pipelining":
+        # Imported here: dispatcher.pipelining builds on this module's types.
+        from dispatcher.pipelining import PipeliningSession
+
+        return PipeliningSession(
+            host,
+            port,
+            source_ip=source_ip,
+            ehlo_name=ehlo_name,
+            timeouts=timeouts,
+            starttls=starttls,
+        )
+    if client != "aiosmtplib":
+        raise ValueError(f"unknown SMTP client {client!r}; expected one of {CLIENTS}")
+    return SmtpSession(
+        host, port, source_ip=source_ip, ehlo_name=ehlo_name, timeouts=timeouts, starttls=starttls
+    )
 
 
 def _cancel(mark: Awaitable[bool]) -> None:
