@@ -61,13 +61,15 @@ class FaultSink:
         self.connections += 1
         peer = writer.get_extra_info("peername")[0]
         self.peers.append(peer)
-        mail_from, rcpts = "", []
+        mail_from, rcpts = "", list[str]()
+        last = [""]  # the last reply line sent
 
         async def reply(phase: str, default: str) -> bool:
             action = self._action(phase) or default
             if action.startswith("sleep "):  # "sleep 1.5 250 ok": answer late
                 _, secs, action = action.split(" ", 2)
                 await asyncio.sleep(float(secs))
+            last[0] = action
             if action == "drop":
                 writer.close()
                 return False
@@ -109,6 +111,8 @@ class FaultSink:
                 elif verb == "DATA":
                     if not await reply("data", "354 go ahead"):
                         return
+                    if not last[0].startswith("354"):
+                        continue  # DATA refused: what follows are commands, not the message
                     chunks = []
                     while True:
                         chunk = await reader.readline()
