@@ -24,6 +24,8 @@ from dispatcher.smtp import Phase, SendResult, SessionTimeouts, tls_context
 _MAX_LINE = 8192  # longer reply lines are a broken or hostile server (RFC 5321: 512)
 _QUIT_TIMEOUT = 2.0
 _BAD_ADDRESS_CHARS = frozenset("<>\r\n \t")
+_PIPELINED_PHASES = (Phase.MAIL, Phase.RCPT, Phase.DATA)
+_PIPELINED_OK = (frozenset({250}), frozenset({250, 251}), frozenset({354}))
 
 
 class ReplyTimeout(TimeoutError):
@@ -363,27 +365,24 @@ class PipeliningSession:
     async def _send_pipelined(
         self, link: _Link, mail: bytes, rcpt_to: bytes, body: bytes, mark: Awaitable[bool]
     ) -> SendResult:
-        command = self.timeouts.command
-        phase = Phase.MAIL
+        replies: list[Reply] = []
+        lost: OSError | None = None
         try:
             link.write(mail + rcpt_to + b"DATA\r\n")
-            mail_reply = await link.read(command)
-            phase = Phase.RCPT
-            rcpt_reply = await link.read(command)
-            phase = Phase.DATA
-            data_reply = await link.read(command)
+            while len(replies) < 3:
+                replies.append(await link.read(self.timeouts.command))
         except OSError as e:
-            _cancel(mark)
-            return await self._lost(phase, e)
-        if data_reply.code == 354:
+            lost = e
+        if len(replies) == 3 and replies[2].code == 354:
             self._idle = False
-        # The first refusal is the verdict: a DATA refused after a refused RCPT says nothing.
-        if mail_reply.code != 250:
-            return await self._refused(Phase.MAIL, mail_reply, mark)
-        if rcpt_reply.code not in (250, 251):
-            return await self._refused(Phase.RCPT, rcpt_reply, mark)
-        if data_reply.code != 354:
-            return await self._refused(Phase.DATA, data_reply, mark)
+        # The first refusal is the verdict (a DATA refused after a refused RCPT says nothing
+        # more), even when the server hung up after it.
+        for phase, reply, ok in zip(_PIPELINED_PHASES, replies, _PIPELINED_OK, strict=False):
+            if reply.code not in ok:
+                return await self._refused(phase, reply, mark)
+        if lost is not None:
+            _cancel(mark)
+            return await self._lost(_PIPELINED_PHASES[len(replies)], lost)
         if not await mark:
             # DATA is open on the server: only dropping the connection ends it without a dot.
             await self.close()
