@@ -55,7 +55,7 @@ class LaneSettings:
     timeouts: SessionTimeouts
     starttls: bool
     idle_timeout: float = 2.0
-    client: str = "aiosmtplib"  # or "pipelining" (dispatcher.smtp.CLIENTS)
+    client: str = "pipelining"  # or "aiosmtplib" (dispatcher.smtp.CLIENTS)
 
 
 class Lane:
