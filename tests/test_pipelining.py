@@ -514,3 +514,25 @@ async def _sink_of(kind: type[SinkProtocol], options: SinkOptions, stats: SinkSt
         lambda: kind(options, stats), "127.0.0.1", 0
     )
     return Sink(server, stats)
+
+
+# -- choosing the client -----------------------------------------------------------------------
+
+
+def test_the_client_is_chosen_in_config_and_a_wrong_name_is_refused() -> None:
+    import tomllib
+
+    from dispatcher.config import ConfigError, parse_config
+
+    repo = Path(__file__).resolve().parent.parent
+    raw = tomllib.loads((repo / "config.toml").read_text())
+    raw["smtp"].pop("client", None)
+    assert parse_config(raw, repo).smtp.client == "pipelining"
+    raw["smtp"]["client"] = "aiosmtplib"
+    assert parse_config(raw, repo).smtp.client == "aiosmtplib"
+    raw["smtp"]["client"] = "fast"
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, repo)
+    assert err.value.key_path == "smtp.client"
+    with pytest.raises(ValueError, match="unknown SMTP client"):
+        session("fast", 25)
