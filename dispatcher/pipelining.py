@@ -84,6 +84,7 @@ class _Link(asyncio.Protocol):
         self._lines: list[bytes] = []  # texts of the reply being received
         self._replies: deque[Reply] = deque()
         self._waiter: asyncio.Future[Reply] | None = None
+        self._expected = 1  # replies owed by the server: the greeting first
         self.error: ConnectionError | None = None  # set once the dialogue cannot go on
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -118,6 +119,13 @@ class _Link(asyncio.Protocol):
             if line[3:4] != b"-":
                 text = b"\n".join(self._lines).decode("utf-8", "surrogateescape")
                 self._lines.clear()
+                if self._expected == 0:
+                    # Unasked for (typically "421 idle timeout" before a hang-up): it would be
+                    # taken for the reply to our next command. The link is done.
+                    self._fail(LinkLost(f"unexpected reply from the server: {int(code)} {text}"))
+                    self.abort()
+                    return
+                self._expected -= 1
                 self._deliver(Reply(int(code), text))
         if start:
             del buf[:start]
@@ -132,13 +140,15 @@ class _Link(asyncio.Protocol):
         t = self.transport
         return t is not None and self.error is None and not t.is_closing()
 
-    def write(self, data: bytes) -> None:
-        """Queue bytes for the wire; raises LinkLost when they cannot go out."""
+    def write(self, data: bytes, replies: int) -> None:
+        """Queue bytes for the wire, which will earn `replies` replies; raises LinkLost when
+        they cannot go out."""
         t = self.transport
         if t is None or self.error is not None or t.is_closing():
             raise self.error or LinkLost("connection lost")
         # No drain: every write is followed by awaiting a reply, which bounds the buffer.
         t.write(data)
+        self._expected += replies
 
     async def read(self, limit: float) -> Reply:
         """The next reply within `limit` seconds; raises ReplyTimeout, LinkLost, MalformedReply.
@@ -163,6 +173,7 @@ class _Link(asyncio.Protocol):
         self._replies.clear()
         self._lines.clear()
         self._buf.clear()
+        self._expected = 0
 
     def abort(self) -> None:
         """Drop the connection now, without flushing (nothing more may reach the server)."""
@@ -287,7 +298,7 @@ class PipeliningSession:
         link = self._link
         assert link is not None
         try:
-            link.write(b"EHLO " + self.ehlo_name.encode("ascii") + b"\r\n")
+            link.write(b"EHLO " + self.ehlo_name.encode("ascii") + b"\r\n", 1)
             reply = await link.read(self.timeouts.command)
         except (OSError, UnicodeError) as e:
             await self.close()
@@ -302,7 +313,7 @@ class PipeliningSession:
     async def _starttls(self, loop: asyncio.AbstractEventLoop, link: _Link) -> SendResult | None:
         self._idle = False  # from here on a QUIT in plaintext would only confuse the server
         try:
-            link.write(b"STARTTLS\r\n")
+            link.write(b"STARTTLS\r\n", 1)
             reply = await link.read(self.timeouts.command)
             if reply.code != 220:
                 return SendResult(Phase.STARTTLS, None, f"{reply.code} {reply.text}", False, False)
@@ -368,7 +379,7 @@ class PipeliningSession:
         replies: list[Reply] = []
         lost: OSError | None = None
         try:
-            link.write(mail + rcpt_to + b"DATA\r\n")
+            link.write(mail + rcpt_to + b"DATA\r\n", 3)
             while len(replies) < 3:
                 replies.append(await link.read(self.timeouts.command))
         except OSError as e:
@@ -395,12 +406,12 @@ class PipeliningSession:
         command = self.timeouts.command
         phase = Phase.MAIL
         try:
-            link.write(mail)
+            link.write(mail, 1)
             reply = await link.read(command)
             if reply.code != 250:
                 return await self._refused(phase, reply, mark)
             phase = Phase.RCPT
-            link.write(rcpt_to)
+            link.write(rcpt_to, 1)
             reply = await link.read(command)
             if reply.code not in (250, 251):
                 return await self._refused(phase, reply, mark)
@@ -409,7 +420,7 @@ class PipeliningSession:
                 await self._reset()
                 return SendResult(Phase.MARK, None, "committing mark refused: lease lost")
             phase = Phase.DATA
-            link.write(b"DATA\r\n")
+            link.write(b"DATA\r\n", 1)
             reply = await link.read(command)
         except OSError as e:
             _cancel(mark)
@@ -423,7 +434,7 @@ class PipeliningSession:
         payload = stuff(body)
         self.dot_started = True
         try:
-            link.write(payload)
+            link.write(payload, 1)
         except OSError as e:
             # The link was already gone: nothing of the dot reached the wire.
             return await self._lost(Phase.DATA, e)
@@ -457,7 +468,7 @@ class PipeliningSession:
         if link is None or not link.is_open:
             return
         try:
-            link.write(b"RSET\r\n")
+            link.write(b"RSET\r\n", 1)
             reply = await link.read(self.timeouts.command)
         except OSError:
             await self.close()
@@ -485,7 +496,7 @@ class PipeliningSession:
             link.abort()
             return
         try:
-            link.write(b"QUIT\r\n")
+            link.write(b"QUIT\r\n", 1)
             await link.read(_QUIT_TIMEOUT)
         except OSError:
             pass

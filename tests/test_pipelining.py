@@ -402,6 +402,27 @@ async def test_a_server_that_accepts_data_after_a_refused_rcpt_gets_no_message()
         await s.stop()
 
 
+async def test_an_unasked_reply_ends_the_session_instead_of_answering_the_next_command() -> None:
+    # "421 idle timeout" sent while the client is idle would pass for the reply to its MAIL.
+    s = await fault(dot="250 2.0.0 queued\r\n421 4.4.2 idle timeout")
+    try:
+        sess = session("pipelining", s.port)
+        assert await sess.open() is None
+        first = await sess.send("b@x.example", "r@dest.example", BODY, granted())
+        assert first.code == 250
+        for _ in range(100):
+            if not sess.is_open:
+                break
+            await asyncio.sleep(0.01)
+        assert not sess.is_open
+        second = await sess.send("b@x.example", "r@dest.example", BODY, granted())
+        await sess.close()
+        assert (second.phase, second.code, second.reusable) == (Phase.CONNECT, None, False)
+        assert len(s.received) == 1
+    finally:
+        await s.stop()
+
+
 async def test_without_pipelining_offered_commands_go_one_by_one() -> None:
     stats = SinkStats()
     sink = await _sink_of(_NoPipeliningSink, SinkOptions(keep=True), stats)
