@@ -138,7 +138,7 @@ class SqliteConnection:
             cached_statements=256,
         )
         try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _enter_wal(conn, self.busy_timeout)
             if str(mode).lower() != "wal":
                 raise QueueError(f"cannot put {self.path} in WAL mode (got {mode!r})")
             conn.execute(f"PRAGMA synchronous = {self.synchronous}")
@@ -185,3 +185,19 @@ def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T])
             conn.execute("ROLLBACK")
         raise
     return result
+
+
+def _enter_wal(conn: sqlite3.Connection, patience: float) -> str:
+    """`PRAGMA journal_mode = WAL`, retried: on a new file, a second process switching the
+    mode at the same moment gets "database is locked" at once (SQLite's busy handler is not
+    consulted for the journal-mode change)."""
+    deadline = time.monotonic() + patience
+    delay = 0.005
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)  # on the connection's own thread, never the event loop
+            delay = min(delay * 2, 0.2)
