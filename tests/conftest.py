@@ -16,3 +16,12 @@ def pytest_asyncio_loop_factories(
 
         return {"uvloop": uvloop.new_event_loop}
     return {"asyncio": asyncio.new_event_loop}
+
+
+# CI runs property tests derandomized (the same examples every run), so a run is repeatable;
+# locally they explore new examples each time and keep failures in .hypothesis/.
+if os.environ.get("CI"):
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, database=None)
+    settings.load_profile("ci")
