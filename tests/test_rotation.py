@@ -1,3 +1,4 @@
+import itertools
 from collections import Counter
 
 from hypothesis import given
@@ -20,4 +21,4 @@ def test_rotation_interleaves() -> None:
     seq = [rot.next() for _ in range(6)]
     # Smooth rotation spreads the heavy IP out instead of sending it bursts.
     assert Counter(seq) == Counter("aaabbc")
-    assert all(x != y for x, y in zip(seq, seq[1:], strict=False))
+    assert all(x != y for x, y in itertools.pairwise(seq))
