@@ -4,6 +4,11 @@ A lane holds the messages ready for its destination from its source IP; it opens
 demand (up to `sessions_per_host`, and within the engine-wide session limit), reuses each for
 up to `messages_per_session` messages, and closes them when idle. Every attempt ends in an
 `Attempt` handed to the engine's callback; nothing here touches the queue.
+
+With `send_ahead` (pipelining client), a session takes the next ready message while sending
+one: its commands ride with the current dot (see `dispatcher.pipelining`). A look-ahead that
+never reaches its own dot because the session ended, the engine is closing or its message was
+not sendable is released (a `Phase.MARK` result: back to the queue, no attempt counted).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from dispatcher.circuit import CircuitBreaker
+from dispatcher.pipelining import Ahead, PipeliningSession
 from dispatcher.routing import MxHost
 from dispatcher.smtp import Phase, SendResult, Session, SessionTimeouts, make_session
 from ip_pools import Pick
@@ -34,6 +40,21 @@ class Work:
     mail_from: str
     hosts: tuple[MxHost, ...]
     signed: bytes | None = None  # the signed message, when signed ahead (off the loop)
+
+
+@dataclass(slots=True)
+class _Next:
+    """A look-ahead: taken from the ready queue while the previous message was sent."""
+
+    work: Work
+    body: bytes
+    mark: asyncio.Future[bool]
+
+
+def released(reason: str) -> SendResult:
+    """The result of a message whose dot was never written and that was never refused:
+    it goes back to the queue without counting an attempt."""
+    return SendResult(Phase.MARK, None, f"released: {reason}", reusable=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +77,7 @@ class LaneSettings:
     starttls: bool
     idle_timeout: float = 2.0
     client: str = "pipelining"  # or "aiosmtplib" (dispatcher.smtp.CLIENTS)
+    send_ahead: bool = False  # pipelining client: next message's commands ride with the dot
 
 
 class Lane:
@@ -124,22 +146,39 @@ class Lane:
     async def _session_loop(self) -> None:
         session: Session | None = None
         host: MxHost | None = None
+        nxt: _Next | None = None  # a look-ahead taken by the previous send
         try:
             async with self._slots:
                 while True:
-                    work = await self._next()
-                    if work is None:
-                        break
+                    if nxt is not None:
+                        work, ahead_of, nxt = nxt.work, nxt, None
+                    else:
+                        ahead_of = None
+                        got = await self._next()
+                        if got is None:
+                            break
+                        work = got
                     self.busy += 1
                     try:
+                        if ahead_of is not None and self.closing:
+                            # Shutting down: its commands may be on the wire, not its dot.
+                            ahead_of.mark.cancel()
+                            self._done(Attempt(work, released("shutting down"), None))
+                            if session is not None:
+                                await session.close()
+                                session = None
+                            continue
                         if session is None or not session.is_open:
                             session, host, failure = await self._open(work)
                             if session is None:
+                                if ahead_of is not None:
+                                    ahead_of.mark.cancel()
                                 self._done(Attempt(work, failure, host.name if host else None))
                                 continue
                         assert host is not None
+                        taken: list[_Next] = []
                         try:
-                            attempt = await self._send(session, host, work)
+                            attempt = await self._send(session, host, work, ahead_of, taken)
                         except Exception as e:
                             # A bug, not an SMTP outcome: still settle the message. If the
                             # dot may have been written, it is ambiguous, never resent.
@@ -151,7 +190,14 @@ class Lane:
                                 SendResult(phase, None, text, session.dot_started, False),
                                 host.name,
                             )
+                        finally:
+                            nxt = taken[0] if taken else None
                         self._done(attempt)
+                        if nxt is not None and not (attempt.result.reusable and session.is_open):
+                            # The session ended with the look-ahead short of its dot.
+                            nxt.mark.cancel()
+                            self._done(Attempt(nxt.work, released("session ended"), host.name))
+                            nxt = None
                         if (
                             not attempt.result.reusable
                             or session.sent >= self._settings.messages_per_session
@@ -162,6 +208,10 @@ class Lane:
                         self.busy -= 1
         finally:
             self.sessions -= 1
+            if nxt is not None:
+                # Cancelled with a look-ahead taken: it never reached its dot.
+                nxt.mark.cancel()
+                self._done(Attempt(nxt.work, released("session cancelled"), None))
             if session is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(session.close())
@@ -201,14 +251,57 @@ class Lane:
                 return None, mx, result
         return None, tried, failure
 
-    async def _send(self, session: Session, host: MxHost, work: Work) -> Attempt:
-        try:
-            body = self._prepare(work)
-        except ValueError as e:  # unsignable message (DkimSignError, MessageFormatError)
-            text = f"5.6.0 cannot sign: {e}"
-            return Attempt(work, SendResult(Phase.LOCAL, 554, text[:300]), host.name)
-        mark = self._mark(work.message.id)
+    async def _send(
+        self,
+        session: Session,
+        host: MxHost,
+        work: Work,
+        ahead_of: _Next | None,
+        taken: list[_Next],
+    ) -> Attempt:
+        """Send `work` (a look-ahead when `ahead_of` is given); a look-ahead taken for the
+        next message is appended to `taken` as soon as it is taken."""
+        if ahead_of is not None:
+            body, mark = ahead_of.body, ahead_of.mark
+        else:
+            try:
+                body = self._prepare(work)
+            except ValueError as e:  # unsignable message (DkimSignError, MessageFormatError)
+                text = f"5.6.0 cannot sign: {e}"
+                return Attempt(work, SendResult(Phase.LOCAL, 554, text[:300]), host.name)
+            mark = self._mark(work.message.id)
+        msg = work.message
+        nxt = self._take_ahead(session)
+        if nxt is None:
+            result = await session.send(work.mail_from, msg.rcpt, body, mark, smtputf8=msg.smtputf8)
+            return Attempt(work, result, host.name)
+        taken.append(nxt)
+        assert isinstance(session, PipeliningSession)
+        ahead = Ahead(
+            nxt.work.mail_from, nxt.work.message.rcpt, nxt.mark, nxt.work.message.smtputf8
+        )
         result = await session.send(
-            work.mail_from, work.message.rcpt, body, mark, smtputf8=work.message.smtputf8
+            work.mail_from, msg.rcpt, body, mark, smtputf8=msg.smtputf8, ahead=ahead
         )
         return Attempt(work, result, host.name)
+
+    def _take_ahead(self, session: Session) -> _Next | None:
+        """The next ready message to pipeline behind this one, with its mark requested now
+        (its MAIL goes out with this message's dot); None when sending ahead does not apply."""
+        if (
+            not self._settings.send_ahead
+            or not self._ready
+            or self.closing
+            or not isinstance(session, PipeliningSession)
+            or not session.pipelining
+            # Never on the session's last message: the look-ahead would have no session.
+            or session.sent + 2 > self._settings.messages_per_session
+        ):
+            return None
+        work = self._ready[0]
+        try:
+            body = self._prepare(work)
+        except ValueError:
+            return None  # it fails on its own turn, without a look-ahead
+        self._ready.popleft()
+        return _Next(work, body, self._mark(work.message.id))

@@ -9,6 +9,12 @@ dot is never written without it. Without PIPELINING, one command per round trip 
 Results are the same `SendResult` values the aiosmtplib session gives: same phases, codes and
 reply text (multi-line replies joined with "\\n"), `dot_written` True only when the dot may have
 reached the wire, `reusable` False after 421 or a lost connection.
+
+Send-ahead (`send(..., ahead=Ahead(...))`): the next message's MAIL, RCPT and DATA go out in
+the same write as this message's body and dot, so in steady state a message costs one round
+trip. The look-ahead's replies are read by the next `send` for it; its mark is still awaited
+before its own dot. A refusal of the look-ahead's RCPT leaves a RSET owed, sent in front of
+the next envelope.
 """
 
 from __future__ import annotations
@@ -51,6 +57,19 @@ class MalformedReply(ConnectionError):
         text = line[:80].decode("utf-8", "replace").replace("\r", " ").replace("\n", " ")
         super().__init__(f"malformed SMTP reply line: {text!r}")
         self.line = line
+
+
+class Ahead(NamedTuple):
+    """The next message's envelope, to be pipelined behind this message's dot.
+
+    `mark` identifies it: the next `send` given the same mark object reads the replies
+    instead of writing the commands again.
+    """
+
+    mail_from: str
+    rcpt: str
+    mark: Awaitable[bool]
+    smtputf8: bool = False
 
 
 class Reply(NamedTuple):
@@ -241,6 +260,9 @@ class PipeliningSession:
         # False while a transaction is open on the server (after 354, before the dot's reply):
         # then QUIT would be read as message text, so close() drops the connection instead.
         self._idle = True
+        # Send-ahead: the mark of the envelope whose commands are on the wire, replies unread.
+        self._begun: Awaitable[bool] | None = None
+        self._rset_due = False  # a refused look-ahead left a transaction to reset
 
     @property
     def is_open(self) -> bool:
@@ -249,6 +271,10 @@ class PipeliningSession:
     @property
     def pipelining(self) -> bool:
         return "PIPELINING" in self.extensions
+
+    def ahead_written(self, mark: Awaitable[bool]) -> bool:
+        """True when the commands of the envelope with this mark are on the wire."""
+        return self._begun is mark and self.is_open
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -267,6 +293,8 @@ class PipeliningSession:
     async def _open(self, try_tls: bool) -> SendResult | None:
         self.tls_active = False
         self._idle = True
+        self._begun = None
+        self._rset_due = False
         loop = asyncio.get_running_loop()
         link = _Link(loop)
         try:
@@ -346,9 +374,22 @@ class PipeliningSession:
         mark: Awaitable[bool],
         *,
         smtputf8: bool = False,
+        ahead: Ahead | None = None,
     ) -> SendResult:
-        """Send one envelope. `mark` is awaited before the body; False means do not send it."""
+        """Send one envelope. `mark` is awaited before the body; False means do not send it.
+
+        With `ahead` (PIPELINING only), the next envelope's commands follow this body and dot
+        in one write when they get that far; `ahead_written(ahead.mark)` tells whether they did.
+        """
         self.dot_started = False
+        begun, self._begun = self._begun, None
+        if begun is not None and begun is not mark:
+            # Another envelope's commands are on the wire: this one cannot go on this link.
+            _cancel(mark)
+            self._drop()
+            return SendResult(
+                Phase.CONNECT, None, "session busy with another envelope", False, False
+            )
         link = self._link
         if link is None or not link.is_open:
             _cancel(mark)
@@ -365,7 +406,9 @@ class PipeliningSession:
             return SendResult(Phase.LOCAL, 553, f"5.1.3 {_describe(e)}")
         try:
             if self.pipelining:
-                return await self._send_pipelined(link, mail, rcpt_to, body, mark)
+                return await self._send_pipelined(
+                    link, mail, rcpt_to, body, mark, begun is not None, ahead
+                )
             return await self._send_stepwise(link, mail, rcpt_to, body, mark)
         except BaseException:
             # Cancelled (or a bug) mid-dialogue: the server's state is unknown, drop the link.
@@ -374,23 +417,36 @@ class PipeliningSession:
             raise
 
     async def _send_pipelined(
-        self, link: _Link, mail: bytes, rcpt_to: bytes, body: bytes, mark: Awaitable[bool]
+        self,
+        link: _Link,
+        mail: bytes,
+        rcpt_to: bytes,
+        body: bytes,
+        mark: Awaitable[bool],
+        written: bool,
+        ahead: Ahead | None,
     ) -> SendResult:
         replies: list[Reply] = []
         lost: OSError | None = None
         try:
-            link.write(mail + rcpt_to + b"DATA\r\n", 3)
+            rset = self._rset_due and not written
+            if not written:
+                link.write(self._commands(mail, rcpt_to), 4 if rset else 3)
+            self._rset_due = False
+            if rset:
+                # Its code does not matter: a transaction still open shows in MAIL's reply.
+                await link.read(self.timeouts.command)
             while len(replies) < 3:
                 replies.append(await link.read(self.timeouts.command))
         except OSError as e:
             lost = e
-        if len(replies) == 3 and replies[2].code == 354:
-            self._idle = False
+        # Only a 354 leaves the server in DATA (a look-ahead's reading starts from not idle).
+        self._idle = not (len(replies) == 3 and replies[2].code == 354)
         # The first refusal is the verdict (a DATA refused after a refused RCPT says nothing
         # more), even when the server hung up after it.
         for phase, reply, ok in zip(_PIPELINED_PHASES, replies, _PIPELINED_OK, strict=False):
             if reply.code not in ok:
-                return await self._refused(phase, reply, mark)
+                return await self._refused(phase, reply, mark, defer_rset=written)
         if lost is not None:
             _cancel(mark)
             return await self._lost(_PIPELINED_PHASES[len(replies)], lost)
@@ -398,7 +454,23 @@ class PipeliningSession:
             # DATA is open on the server: only dropping the connection ends it without a dot.
             await self.close()
             return SendResult(Phase.MARK, None, "committing mark refused: lease lost", False, False)
-        return await self._body(link, body)
+        return await self._body(link, body, ahead)
+
+    def _commands(self, mail: bytes, rcpt_to: bytes) -> bytes:
+        prefix = b"RSET\r\n" if self._rset_due else b""
+        return prefix + mail + rcpt_to + b"DATA\r\n"
+
+    def _ahead_commands(self, ahead: Ahead | None) -> bytes:
+        """The look-ahead's commands, or b"" when it cannot be pipelined (it then goes alone)."""
+        if ahead is None or not self.pipelining or self._rset_due:
+            return b""
+        if ahead.smtputf8 and "SMTPUTF8" not in self.extensions:
+            return b""
+        try:
+            mail, rcpt_to = _envelope(ahead.mail_from, ahead.rcpt, ahead.smtputf8)
+        except ValueError:
+            return b""
+        return mail + rcpt_to + b"DATA\r\n"
 
     async def _send_stepwise(
         self, link: _Link, mail: bytes, rcpt_to: bytes, body: bytes, mark: Awaitable[bool]
@@ -430,11 +502,15 @@ class PipeliningSession:
         self._idle = False
         return await self._body(link, body)
 
-    async def _body(self, link: _Link, body: bytes) -> SendResult:
+    async def _body(self, link: _Link, body: bytes, ahead: Ahead | None = None) -> SendResult:
         payload = stuff(body)
+        commands = self._ahead_commands(ahead)
         self.dot_started = True
         try:
-            link.write(payload, 1)
+            link.write(payload + commands, 4 if commands else 1)
+            if commands:
+                assert ahead is not None
+                self._begun = ahead.mark
         except OSError as e:
             # The link was already gone: nothing of the dot reached the wire.
             return await self._lost(Phase.DATA, e)
@@ -443,7 +519,8 @@ class PipeliningSession:
         except OSError as e:
             await self.close()
             return SendResult(Phase.DOT, None, _describe(e), dot_written=True, reusable=False)
-        self._idle = True
+        # With a look-ahead on the wire the server may be in DATA again: QUIT would be text.
+        self._idle = self._begun is None
         self.sent += 1
         if reply.code == 421:
             self._drop()
@@ -451,8 +528,13 @@ class PipeliningSession:
             Phase.DOT, reply.code, reply.text, dot_written=True, reusable=reply.code != 421
         )
 
-    async def _refused(self, phase: str, reply: Reply, mark: Awaitable[bool]) -> SendResult:
-        """A refusal before the body: keep the session when the server allows it."""
+    async def _refused(
+        self, phase: str, reply: Reply, mark: Awaitable[bool], defer_rset: bool = False
+    ) -> SendResult:
+        """A refusal before the body: keep the session when the server allows it.
+
+        `defer_rset`: the RSET rides in front of the next envelope instead of its own trip.
+        """
         _cancel(mark)
         code = reply.code
         if code == 421 or not self._idle:
@@ -460,7 +542,10 @@ class PipeliningSession:
             # was refused; only a dropped connection ends DATA without a dot.
             self._drop()
         elif code < 500 or phase in (Phase.RCPT, Phase.MAIL):
-            await self._reset()
+            if defer_rset:
+                self._rset_due = True
+            else:
+                await self._reset()
         return SendResult(phase, code, reply.text, reusable=code != 421 and self.is_open)
 
     async def _reset(self) -> None:
@@ -483,16 +568,18 @@ class PipeliningSession:
     # -- closing -----------------------------------------------------------------------------
 
     def _drop(self) -> None:
+        self._begun = None
         link, self._link = self._link, None
         if link is not None:
             link.abort()
 
     async def close(self) -> None:
         """QUIT politely when possible, then drop the connection."""
+        begun, self._begun = self._begun, None
         link, self._link = self._link, None
         if link is None:
             return
-        if not (link.is_open and self._idle):
+        if not (link.is_open and self._idle and begun is None):
             link.abort()
             return
         try:
