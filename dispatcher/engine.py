@@ -107,6 +107,7 @@ class Engine:
             ),
             starttls=config.smtp.starttls == "opportunistic",
             client=config.smtp.client,
+            send_ahead=config.smtp.send_ahead,
         )
         self._ambiguous_policy = {name: s.ambiguous for name, s in config.streams.items()}
         self._lanes: dict[tuple[str, str], Lane] = {}
