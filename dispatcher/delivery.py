@@ -271,28 +271,31 @@ class Lane:
                 return Attempt(work, SendResult(Phase.LOCAL, 554, text[:300]), host.name)
             mark = self._mark(work.message.id)
         msg = work.message
-        nxt = self._take_ahead(session)
-        if nxt is None:
+        if not (self._settings.send_ahead and isinstance(session, PipeliningSession)):
             result = await session.send(work.mail_from, msg.rcpt, body, mark, smtputf8=msg.smtputf8)
             return Attempt(work, result, host.name)
-        taken.append(nxt)
-        assert isinstance(session, PipeliningSession)
-        ahead = Ahead(
-            nxt.work.mail_from, nxt.work.message.rcpt, nxt.mark, nxt.work.message.smtputf8
-        )
+        pipelined = session
+
+        def ahead() -> Ahead | None:
+            # Called by the session just before it writes this message's dot.
+            nxt = self._take_ahead(pipelined)
+            if nxt is None:
+                return None
+            taken.append(nxt)
+            m = nxt.work.message
+            return Ahead(nxt.work.mail_from, m.rcpt, nxt.mark, m.smtputf8)
+
         result = await session.send(
             work.mail_from, msg.rcpt, body, mark, smtputf8=msg.smtputf8, ahead=ahead
         )
         return Attempt(work, result, host.name)
 
-    def _take_ahead(self, session: Session) -> _Next | None:
+    def _take_ahead(self, session: PipeliningSession) -> _Next | None:
         """The next ready message to pipeline behind this one, with its mark requested now
         (its MAIL goes out with this message's dot); None when sending ahead does not apply."""
         if (
-            not self._settings.send_ahead
-            or not self._ready
+            not self._ready
             or self.closing
-            or not isinstance(session, PipeliningSession)
             or not session.pipelining
             # Never on the session's last message: the look-ahead would have no session.
             or session.sent + 2 > self._settings.messages_per_session

@@ -10,11 +10,11 @@ Results are the same `SendResult` values the aiosmtplib session gives: same phas
 reply text (multi-line replies joined with "\\n"), `dot_written` True only when the dot may have
 reached the wire, `reusable` False after 421 or a lost connection.
 
-Send-ahead (`send(..., ahead=Ahead(...))`): the next message's MAIL, RCPT and DATA go out in
-the same write as this message's body and dot, so in steady state a message costs one round
-trip. The look-ahead's replies are read by the next `send` for it; its mark is still awaited
-before its own dot. A refusal of the look-ahead's RCPT leaves a RSET owed, sent in front of
-the next envelope.
+Send-ahead (`send(..., ahead=fn)`): when the body and dot are about to be written, `fn()` may
+name the next envelope; its MAIL, RCPT and DATA then go out in the same write, so in steady
+state a message costs one round trip. The look-ahead's replies are read by the next `send`
+for it; its mark is still awaited before its own dot. A refusal of the look-ahead's RCPT
+leaves a RSET owed, sent in front of the next envelope.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 from dispatcher.smtp import Phase, SendResult, SessionTimeouts, tls_context
@@ -374,12 +374,13 @@ class PipeliningSession:
         mark: Awaitable[bool],
         *,
         smtputf8: bool = False,
-        ahead: Ahead | None = None,
+        ahead: Callable[[], Ahead | None] | None = None,
     ) -> SendResult:
         """Send one envelope. `mark` is awaited before the body; False means do not send it.
 
-        With `ahead` (PIPELINING only), the next envelope's commands follow this body and dot
-        in one write when they get that far; `ahead_written(ahead.mark)` tells whether they did.
+        `ahead` (PIPELINING only) is called just before the body and dot are written, and only
+        then; the envelope it returns has its commands written with them (unless unfit for a
+        command line); `ahead_written(mark)` tells whether they were.
         """
         self.dot_started = False
         begun, self._begun = self._begun, None
@@ -424,7 +425,7 @@ class PipeliningSession:
         body: bytes,
         mark: Awaitable[bool],
         written: bool,
-        ahead: Ahead | None,
+        ahead: Callable[[], Ahead | None] | None,
     ) -> SendResult:
         replies: list[Reply] = []
         lost: OSError | None = None
@@ -460,17 +461,20 @@ class PipeliningSession:
         prefix = b"RSET\r\n" if self._rset_due else b""
         return prefix + mail + rcpt_to + b"DATA\r\n"
 
-    def _ahead_commands(self, ahead: Ahead | None) -> bytes:
-        """The look-ahead's commands, or b"" when it cannot be pipelined (it then goes alone)."""
-        if ahead is None or not self.pipelining or self._rset_due:
-            return b""
+    def _ahead_commands(self, fn: Callable[[], Ahead | None] | None) -> tuple[Ahead | None, bytes]:
+        """The look-ahead and its commands; b"" when it cannot be pipelined (it goes alone)."""
+        if fn is None or not self.pipelining or self._rset_due:
+            return None, b""
+        ahead = fn()
+        if ahead is None:
+            return None, b""
         if ahead.smtputf8 and "SMTPUTF8" not in self.extensions:
-            return b""
+            return ahead, b""
         try:
             mail, rcpt_to = _envelope(ahead.mail_from, ahead.rcpt, ahead.smtputf8)
         except ValueError:
-            return b""
-        return mail + rcpt_to + b"DATA\r\n"
+            return ahead, b""
+        return ahead, mail + rcpt_to + b"DATA\r\n"
 
     async def _send_stepwise(
         self, link: _Link, mail: bytes, rcpt_to: bytes, body: bytes, mark: Awaitable[bool]
@@ -502,9 +506,11 @@ class PipeliningSession:
         self._idle = False
         return await self._body(link, body)
 
-    async def _body(self, link: _Link, body: bytes, ahead: Ahead | None = None) -> SendResult:
+    async def _body(
+        self, link: _Link, body: bytes, fn: Callable[[], Ahead | None] | None = None
+    ) -> SendResult:
         payload = stuff(body)
-        commands = self._ahead_commands(ahead)
+        ahead, commands = self._ahead_commands(fn)
         self.dot_started = True
         try:
             link.write(payload + commands, 4 if commands else 1)

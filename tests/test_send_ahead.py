@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,11 @@ async def opened(port: int) -> PipeliningSession:
     return sess
 
 
+def offer(ahead: Ahead) -> Callable[[], Ahead | None]:
+    """What the lane gives the session: the look-ahead, taken when the dot is written."""
+    return lambda: ahead
+
+
 async def chain(
     sess: PipeliningSession, bodies: tuple[bytes, ...], marks: list[asyncio.Future[bool]]
 ) -> list[SendResult]:
@@ -63,7 +69,7 @@ async def chain(
     for i, body in enumerate(bodies):
         ahead = None
         if i + 1 < len(bodies):
-            ahead = Ahead("b@x.example", f"r{i + 1}@dest.example", marks[i + 1])
+            ahead = offer(Ahead("b@x.example", f"r{i + 1}@dest.example", marks[i + 1]))
         results.append(
             await sess.send("b@x.example", f"r{i}@dest.example", body, marks[i], ahead=ahead)
         )
@@ -152,7 +158,7 @@ async def test_a_drop_after_the_dot_leaves_the_look_ahead_short_of_its_dot() -> 
             "r0@dest.example",
             NASTY[3],
             mark(),
-            ahead=Ahead("b@x.example", "r1@dest.example", nxt),
+            ahead=offer(Ahead("b@x.example", "r1@dest.example", nxt)),
         )
         assert first.phase == Phase.DOT and first.code is None and first.dot_written
         assert verdict(first) == Verdict.AMBIGUOUS
