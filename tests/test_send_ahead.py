@@ -289,3 +289,50 @@ async def test_engine_with_send_ahead_bounces_a_refused_rcpt_and_delivers_the_re
             await rt.close()
     finally:
         await s.stop()
+
+
+async def test_engine_stopping_releases_the_look_ahead_without_its_dot(
+    tmp_path: Path, key_dir: Path
+) -> None:
+    mails = {"n": 0}
+
+    def mail(_: int) -> str | None:
+        mails["n"] += 1
+        return None
+
+    # The first dot's reply comes late: the engine is told to stop while it is awaited and
+    # the second message's commands are already on the wire behind that dot.
+    first_in = asyncio.Event()
+
+    def dot(k: int) -> str | None:
+        if k != 1:
+            return None
+        first_in.set()
+        return "sleep 1 250 2.0.0 ok"
+
+    s = await FaultSink(rules={"dot": dot, "mail": mail}).start()
+    config = make_config(
+        tmp_path,
+        routes={DEST: f"127.0.0.1:{s.port}"},
+        key_dir=key_dir,
+        dispatch={"sessions_per_host": 1},
+    )
+    rt = await Runtime.open(with_send_ahead(config))
+    try:
+        ids = [r.id for r in await rt.enqueue([payload(i) for i in range(4)])]
+        stop = asyncio.Event()
+        task = asyncio.create_task(rt.run(stop=stop))
+        await asyncio.wait_for(first_in.wait(), timeout=20)
+        stop.set()
+        stats = await asyncio.wait_for(task, timeout=20)
+        recs = await rt.queue.get(ids)
+        assert sorted(r.state for r in recs) == sorted(
+            [MessageState.DELIVERED] + [MessageState.QUEUED] * 3
+        )
+        assert all(r.attempts == 0 for r in recs if r.state == MessageState.QUEUED)
+        assert dict(stats.outcomes) == {"delivered": 1, "queued": 3}
+        assert mails["n"] == 2  # the look-ahead's MAIL went out with the first dot
+        assert [r.ending for r in s.received] == ["accepted"]  # and nothing more of it
+    finally:
+        await rt.close()
+        await s.stop()
