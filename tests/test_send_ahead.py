@@ -336,3 +336,20 @@ async def test_engine_stopping_releases_the_look_ahead_without_its_dot(
     finally:
         await rt.close()
         await s.stop()
+
+
+def test_the_switch_is_read_from_config_and_a_non_boolean_is_refused() -> None:
+    import tomllib
+
+    from dispatcher.config import ConfigError, parse_config
+
+    repo = Path(__file__).resolve().parent.parent
+    raw = tomllib.loads((repo / "config.toml").read_text())
+    raw["smtp"]["send_ahead"] = False
+    assert parse_config(raw, repo).smtp.send_ahead is False
+    raw["smtp"]["send_ahead"] = True
+    assert parse_config(raw, repo).smtp.send_ahead is True
+    raw["smtp"]["send_ahead"] = "yes"
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, repo)
+    assert err.value.key_path == "smtp.send_ahead"
