@@ -187,7 +187,7 @@ class SmtpConfig:
     starttls: str = "opportunistic"  # or "never"
     client: str = "pipelining"  # RFC 2920, 2 round trips per message; or "aiosmtplib"
     # Pipelining client only: the next message's MAIL/RCPT/DATA ride with this one's dot.
-    send_ahead: bool = False
+    send_ahead: bool = True
     circuit_failures: int = 3
     circuit_open_seconds: float = 30.0
 
@@ -363,7 +363,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
         data_timeout=s.duration("data_timeout", "10m"),
         starttls=s.choice("starttls", "opportunistic", ("opportunistic", "never")),
         client=s.choice("client", "pipelining", ("pipelining", "aiosmtplib")),
-        send_ahead=s.flag("send_ahead", False),
+        send_ahead=s.flag("send_ahead", True),
         circuit_failures=s.integer("circuit_failures", 3, minimum=1),
         circuit_open_seconds=s.duration("circuit_open_seconds", "30s"),
     )
