@@ -25,7 +25,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
-from dispatcher.smtp import Phase, SendResult, SessionTimeouts, tls_context
+from dispatcher.smtp import (
+    Phase,
+    SendResult,
+    SessionTimeouts,
+    cancel_mark,
+    describe_error,
+    tls_context,
+)
 
 _MAX_LINE = 8192  # longer reply lines are a broken or hostile server (RFC 5321: 512)
 _QUIT_TIMEOUT = 2.0
@@ -310,7 +317,7 @@ class PipeliningSession:
             greeting = await link.read(self.timeouts.connect)
         except (OSError, TimeoutError) as e:
             link.abort()
-            return SendResult(Phase.CONNECT, None, _describe(e), reusable=False)
+            return SendResult(Phase.CONNECT, None, describe_error(e), reusable=False)
         self._link = link
         if greeting.code != 220:
             self._drop()
@@ -330,7 +337,7 @@ class PipeliningSession:
             reply = await link.read(self.timeouts.command)
         except (OSError, UnicodeError) as e:
             await self.close()
-            return SendResult(phase, None, _describe(e), reusable=False)
+            return SendResult(phase, None, describe_error(e), reusable=False)
         if reply.code != 250:
             await self.close()
             return SendResult(Phase.EHLO, reply.code, reply.text, reusable=False)
@@ -354,7 +361,7 @@ class PipeliningSession:
                 timeout=self.timeouts.command,
             )
         except (OSError, TimeoutError, ssl.SSLError) as e:
-            return SendResult(Phase.STARTTLS, None, _describe(e), reusable=False)
+            return SendResult(Phase.STARTTLS, None, describe_error(e), reusable=False)
         if new is None:
             return SendResult(Phase.STARTTLS, None, "TLS handshake failed", reusable=False)
         link.transport = new
@@ -386,25 +393,25 @@ class PipeliningSession:
         begun, self._begun = self._begun, None
         if begun is not None and begun is not mark:
             # Another envelope's commands are on the wire: this one cannot go on this link.
-            _cancel(mark)
+            cancel_mark(mark)
             self._drop()
             return SendResult(
                 Phase.CONNECT, None, "session busy with another envelope", False, False
             )
         link = self._link
         if link is None or not link.is_open:
-            _cancel(mark)
+            cancel_mark(mark)
             return SendResult(Phase.CONNECT, None, "session not open", reusable=False)
         if smtputf8 and "SMTPUTF8" not in self.extensions:
-            _cancel(mark)
+            cancel_mark(mark)
             return SendResult(
                 Phase.LOCAL, 553, "5.6.7 recipient needs SMTPUTF8, which the server does not offer"
             )
         try:
             mail, rcpt_to = _envelope(mail_from, rcpt, smtputf8)
         except ValueError as e:
-            _cancel(mark)
-            return SendResult(Phase.LOCAL, 553, f"5.1.3 {_describe(e)}")
+            cancel_mark(mark)
+            return SendResult(Phase.LOCAL, 553, f"5.1.3 {describe_error(e)}")
         try:
             if self.pipelining:
                 return await self._send_pipelined(
@@ -413,7 +420,7 @@ class PipeliningSession:
             return await self._send_stepwise(link, mail, rcpt_to, body, mark)
         except BaseException:
             # Cancelled (or a bug) mid-dialogue: the server's state is unknown, drop the link.
-            _cancel(mark)
+            cancel_mark(mark)
             link.abort()
             raise
 
@@ -449,7 +456,7 @@ class PipeliningSession:
             if reply.code not in ok:
                 return await self._refused(phase, reply, mark, defer_rset=written)
         if lost is not None:
-            _cancel(mark)
+            cancel_mark(mark)
             return await self._lost(_PIPELINED_PHASES[len(replies)], lost)
         if not await mark:
             # DATA is open on the server: only dropping the connection ends it without a dot.
@@ -499,7 +506,7 @@ class PipeliningSession:
             link.write(b"DATA\r\n", 1)
             reply = await link.read(command)
         except OSError as e:
-            _cancel(mark)
+            cancel_mark(mark)
             return await self._lost(Phase.DATA if phase == Phase.MARK else phase, e)
         if reply.code != 354:
             return await self._refused(phase, reply, mark)
@@ -524,7 +531,7 @@ class PipeliningSession:
             reply = await link.read(self.timeouts.data)
         except OSError as e:
             await self.close()
-            return SendResult(Phase.DOT, None, _describe(e), dot_written=True, reusable=False)
+            return SendResult(Phase.DOT, None, describe_error(e), dot_written=True, reusable=False)
         # With a look-ahead on the wire the server may be in DATA again: QUIT would be text.
         self._idle = self._begun is None
         self.sent += 1
@@ -541,7 +548,7 @@ class PipeliningSession:
 
         `defer_rset`: the RSET rides in front of the next envelope instead of its own trip.
         """
-        _cancel(mark)
+        cancel_mark(mark)
         code = reply.code
         if code == 421 or not self._idle:
             # 421: the server is closing. Not idle: it said 354 although an earlier command
@@ -569,7 +576,7 @@ class PipeliningSession:
 
     async def _lost(self, phase: str, error: BaseException) -> SendResult:
         await self.close()
-        return SendResult(phase, None, _describe(error), reusable=False)
+        return SendResult(phase, None, describe_error(error), reusable=False)
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -611,17 +618,3 @@ def _envelope(mail_from: str, rcpt: str, smtputf8: bool) -> tuple[bytes, bytes]:
         b"MAIL FROM:<" + mail_from.encode("ascii") + b">\r\n",
         b"RCPT TO:<" + rcpt.encode("ascii") + b">\r\n",
     )
-
-
-def _cancel(mark: Awaitable[bool]) -> None:
-    """Give up a mark that will not be awaited."""
-    if isinstance(mark, asyncio.Future):
-        if not mark.done():
-            mark.cancel()
-    elif asyncio.iscoroutine(mark):
-        mark.close()
-
-
-def _describe(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
-    return text.replace("\r", " ").replace("\n", " ")[:300]

@@ -145,7 +145,7 @@ class SmtpSession:
             return SendResult(Phase.GREETING, e.code, e.message, reusable=False)
         except (SMTPException, OSError) as e:
             self._client = None
-            return SendResult(Phase.CONNECT, None, _describe(e), reusable=False)
+            return SendResult(Phase.CONNECT, None, describe_error(e), reusable=False)
         try:
             await client.ehlo()
         except SMTPResponseException as e:
@@ -153,13 +153,13 @@ class SmtpSession:
             return SendResult(Phase.EHLO, e.code, e.message, reusable=False)
         except (SMTPException, OSError) as e:
             await self.close()
-            return SendResult(Phase.EHLO, None, _describe(e), reusable=False)
+            return SendResult(Phase.EHLO, None, describe_error(e), reusable=False)
         if try_tls and client.supports_extension("starttls"):
             try:
                 await client.starttls(tls_context=tls_context(), validate_certs=False)
                 self.tls_active = True
             except (SMTPException, OSError, ssl.SSLError) as e:
-                return SendResult(Phase.STARTTLS, None, _describe(e), reusable=False)
+                return SendResult(Phase.STARTTLS, None, describe_error(e), reusable=False)
         return None
 
     async def send(
@@ -179,7 +179,7 @@ class SmtpSession:
         options: list[str] = []
         if smtputf8:
             if not client.supports_extension("smtputf8"):
-                _cancel(mark)
+                cancel_mark(mark)
                 return SendResult(
                     Phase.LOCAL,
                     553,
@@ -201,14 +201,14 @@ class SmtpSession:
             if phase == Phase.MARK:
                 phase = Phase.DATA
             ok = e.code < 500 or phase in (Phase.RCPT, Phase.MAIL)
-            _cancel(mark)
+            cancel_mark(mark)
             if ok and e.code != 421:
                 await self._reset()
             return SendResult(phase, e.code, e.message, reusable=e.code != 421 and self.is_open)
         except (SMTPException, OSError, ValueError) as e:
-            _cancel(mark)
+            cancel_mark(mark)
             await self.close()
-            return SendResult(phase, None, _describe(e), reusable=False)
+            return SendResult(phase, None, describe_error(e), reusable=False)
 
     async def _data(self, client: aiosmtplib.SMTP, body: bytes) -> SendResult:
         protocol = client.protocol
@@ -225,12 +225,12 @@ class SmtpSession:
         except (SMTPException, OSError) as e:
             # The transport refused the write: nothing of the dot reached the wire.
             await self.close()
-            return SendResult(Phase.DATA, None, _describe(e), reusable=False)
+            return SendResult(Phase.DATA, None, describe_error(e), reusable=False)
         try:
             reply = await protocol.read_response(timeout=self.timeouts.data)
         except (SMTPException, OSError) as e:
             await self.close()
-            return SendResult(Phase.DOT, None, _describe(e), dot_written=True, reusable=False)
+            return SendResult(Phase.DOT, None, describe_error(e), dot_written=True, reusable=False)
         self.sent += 1
         return SendResult(
             Phase.DOT, reply.code, reply.message, dot_written=True, reusable=reply.code != 421
@@ -317,7 +317,7 @@ def make_session(
     )
 
 
-def _cancel(mark: Awaitable[bool]) -> None:
+def cancel_mark(mark: Awaitable[bool]) -> None:
     """Give up a mark that will not be awaited."""
     if isinstance(mark, asyncio.Future):
         if not mark.done():
@@ -326,6 +326,7 @@ def _cancel(mark: Awaitable[bool]) -> None:
         mark.close()
 
 
-def _describe(e: BaseException) -> str:
+def describe_error(e: BaseException) -> str:
+    """An exception as one short line fit for a reply text (no CR/LF)."""
     text = str(e) or type(e).__name__
     return text.replace("\r", " ").replace("\n", " ")[:300]
