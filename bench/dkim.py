@@ -26,9 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from bench.message import render
 from dispatcher.config import DkimKeyConfig
-from dispatcher.dkim import DkimSigner, KeyStore
-from dispatcher.dkim_canon import h_names, relaxed_header, select_signed, split_message
-from dispatcher.dkim_keys import SigningKey, generate_key, signing_key
+from dispatcher.dkim.canon import h_names, relaxed_header, select_signed, split_message
+from dispatcher.dkim.keys import SigningKey, generate_key, signing_key
+from dispatcher.dkim.signer import DkimSigner
+from dispatcher.dkim.store import KeyStore
 
 AUTHOR = "bench-author.example"
 PLATFORM = "send1.bench-platform.example"

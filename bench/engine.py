@@ -85,7 +85,7 @@ def payloads(spec: WorkerSpec, start: int, stop: int, text: str) -> list[dict[st
 
 async def _open(spec: WorkerSpec) -> Any:
     from dispatcher.config import parse_config
-    from dispatcher.runtime import Runtime
+    from dispatcher.engine.runtime import Runtime
 
     state = Path(spec.workdir)
     os.makedirs(state, exist_ok=True)  # once, before the loop has work: not worth a thread

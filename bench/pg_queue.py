@@ -526,7 +526,7 @@ async def run_engine_backlog(
     import tempfile
 
     from dispatcher.config import parse_config
-    from dispatcher.runtime import Runtime
+    from dispatcher.engine.runtime import Runtime
 
     run = uuid.uuid4().hex[:8]
     body = _body(body_size)

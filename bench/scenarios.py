@@ -19,13 +19,13 @@ DEFAULT_PG_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 def _engine_missing() -> str | None:
     try:
-        found = importlib.util.find_spec("dispatcher.runtime") is not None
+        found = importlib.util.find_spec("dispatcher.engine.runtime") is not None
     except ImportError:
         found = False
     if not found:
-        return "engine not available (dispatcher.runtime missing)"
+        return "engine not available (dispatcher.engine.runtime missing)"
     try:
-        importlib.import_module("dispatcher.runtime")
+        importlib.import_module("dispatcher.engine.runtime")
     except Exception as e:  # any import failure means the engine cannot run here
         return f"engine not available ({type(e).__name__}: {e})"
     return None

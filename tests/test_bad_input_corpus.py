@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.message import MessageError, MessageFactory, parse_payload
-from dispatcher.verp import Verp
+from dispatcher.message.intake import MessageError, MessageFactory, parse_payload
+from dispatcher.message.verp import Verp
 from tests.corpus import NOW, Case, check_rendered, corpus_config, load_corpus
 
 CASES = load_corpus()

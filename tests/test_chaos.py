@@ -13,7 +13,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from dispatcher.verp import Verp
+from dispatcher.message.verp import Verp
 from queues.protocol import MessageState
 from tests.chaos.checker import Fate, check
 from tests.chaos.faults import BY_NAME, Fault, FaultPlan

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from dispatcher.config import load_config
-from dispatcher.runtime import make_queue
-from dispatcher.verp import Verp
+from dispatcher.engine.runtime import make_queue
+from dispatcher.message.verp import Verp
 from tests.chaos.sink import RecordingSink
 from tests.corpus import Case, check_rendered, load_corpus
 

@@ -12,15 +12,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dispatcher.config import DkimKeyConfig
-from dispatcher.dkim import DkimSigner, KeyStore
-from dispatcher.dkim_canon import (
+from dispatcher.dkim.canon import (
     relaxed_body,
     relaxed_header,
     simple_body,
     simple_header,
     split_message,
 )
-from dispatcher.dkim_keys import generate_key, signing_key
+from dispatcher.dkim.keys import generate_key, signing_key
+from dispatcher.dkim.signer import DkimSigner
+from dispatcher.dkim.store import KeyStore
 
 # Text with the characters canonicalisation cares about: runs of spaces and tabs, CR, LF.
 _chars = st.sampled_from(

@@ -18,15 +18,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from dispatcher.config import Config, ConfigError, parse_config
-from dispatcher.dkim import (
+from dispatcher.dkim.keys import (
     DkimKeyError,
-    DkimSigner,
     KeyFileExistsError,
     KeygenError,
-    KeyStore,
+    PrivateKey,
+    generate_key,
     keygen,
+    public_key_bytes,
 )
-from dispatcher.dkim_keys import PrivateKey, generate_key, public_key_bytes
+from dispatcher.dkim.signer import DkimSigner
+from dispatcher.dkim.store import KeyStore
 
 T0 = 1767225600.0
 MSG = (

@@ -12,8 +12,9 @@ import pytest
 from dkim.util import parse_tag_value
 
 from dispatcher.config import ConfigError, DkimKeyConfig
-from dispatcher.dkim import DkimSigner, DkimSignError, KeyStore, MessageFormatError
-from dispatcher.dkim_keys import PrivateKey, SigningKey, generate_key, signing_key
+from dispatcher.dkim.keys import PrivateKey, SigningKey, generate_key, signing_key
+from dispatcher.dkim.signer import DkimSigner, DkimSignError, MessageFormatError
+from dispatcher.dkim.store import KeyStore
 
 AUTHOR = "acme-news.example"
 PLATFORM = "send1.mdplatform.example"

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from dispatcher.config import Config, parse_config
-from dispatcher.dkim import status_report, status_report_dict
+from dispatcher.dkim.status import status_report, status_report_dict
 
 JAN = 1767225600.0  # 2026-01-01T00:00:00Z
 JUL = 1782864000.0  # 2026-07-01T00:00:00Z

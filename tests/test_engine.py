@@ -9,8 +9,8 @@ from pathlib import Path
 import dkim
 import pytest
 
-from dispatcher.message import MessageError
-from dispatcher.runtime import Runtime
+from dispatcher.engine.runtime import Runtime
+from dispatcher.message.intake import MessageError
 from queues.protocol import MessageState
 from tests.engine_support import DEST, PLATFORM, make_config, payload
 from tests.faultsink import FaultSink

@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 
 from dispatcher.config import load_config
-from dispatcher.runtime import Runtime
-from dispatcher.verp import Verp
+from dispatcher.engine.runtime import Runtime
+from dispatcher.message.verp import Verp
 from queues.protocol import MessageRecord, MessageState
 from tests.chaos.setup import payload, write_config
 from tests.chaos.sink import RecordingSink

@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from dispatcher.message import (
+from dispatcher.message.intake import (
     MessageError,
     MessageFactory,
     new_message_id,
     parse_payload,
     payload_hash,
 )
-from dispatcher.verp import Verp
+from dispatcher.message.verp import Verp
 from queues.protocol import NewMessage
 from tests.corpus import NOW, check_rendered, corpus_config
 

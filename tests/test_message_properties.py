@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from dispatcher.message import MAX_DISPLAY_NAME, MessageError, MessageFactory
-from dispatcher.verp import Verp
+from dispatcher.message.intake import MAX_DISPLAY_NAME, MessageError, MessageFactory
+from dispatcher.message.verp import Verp
 from tests.corpus import NOW, check_rendered, corpus_config, rfc2047_mailbox
 
 SETTINGS = settings(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.runtime import Runtime
+from dispatcher.engine.runtime import Runtime
 from tests.engine_support import DEST, make_config, payload
 from tests.faultsink import FaultSink
 

@@ -15,8 +15,9 @@ import pytest
 
 from bench.sink import Sink, SinkOptions, SinkProtocol, SinkStats, start_sink
 from bench.tlscert import make_self_signed, server_context
-from dispatcher.outcomes import Classifier, Verdict
-from dispatcher.smtp import CLIENTS, Phase, SendResult, Session, SessionTimeouts, make_session
+from dispatcher.engine.outcomes import Classifier, Verdict
+from dispatcher.smtp import CLIENTS, make_session
+from dispatcher.smtp.session import Phase, SendResult, Session, SessionTimeouts
 from tests.faultsink import FaultSink
 
 BODY = b"From: a@acme.example\r\nTo: r@dest.example\r\nSubject: hi\r\n\r\nhello\r\n.leading dot\r\n"

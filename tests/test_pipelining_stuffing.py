@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench.sink import unstuff
-from dispatcher.pipelining import stuff
+from dispatcher.smtp.pipelining import stuff
 
 # Lines made of the characters that matter ("." and CR LF boundaries) plus a little text.
 lines = st.lists(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.outcomes import Classifier, Verdict
-from dispatcher.smtp import Phase, SendResult
+from dispatcher.engine.outcomes import Classifier, Verdict
+from dispatcher.smtp.session import Phase, SendResult
 
 ALL_PHASES = (
     Phase.CONNECT, Phase.GREETING, Phase.EHLO, Phase.STARTTLS, Phase.MAIL, Phase.RCPT,

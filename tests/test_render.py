@@ -9,7 +9,7 @@ from email.parser import BytesParser
 
 import pytest
 
-from dispatcher.render import (
+from dispatcher.message.render import (
     MAX_LINE,
     Body,
     Mailbox,

@@ -13,9 +13,9 @@ import dns.asyncresolver
 import dns.message
 import pytest
 
-from dispatcher.circuit import CircuitBreaker
 from dispatcher.config import Route
-from dispatcher.routing import MxHost, Resolution, RouteKind, Router, RoutingInputError
+from dispatcher.routing.circuit import CircuitBreaker
+from dispatcher.routing.router import MxHost, Resolution, RouteKind, Router, RoutingInputError
 from tests.dnsserver import DnsServer, Failure
 
 V4 = frozenset({socket.AF_INET})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.circuit import CircuitBreaker, CircuitConfigError, CircuitState
+from dispatcher.routing.circuit import CircuitBreaker, CircuitConfigError, CircuitState
 
 
 class Clock:

@@ -17,10 +17,10 @@ import pytest
 
 from bench.sink import SinkOptions, start_sink
 from dispatcher.config import Config
-from dispatcher.outcomes import Classifier, Verdict
-from dispatcher.pipelining import Ahead, PipeliningSession
-from dispatcher.runtime import Runtime
-from dispatcher.smtp import Phase, SendResult, SessionTimeouts
+from dispatcher.engine.outcomes import Classifier, Verdict
+from dispatcher.engine.runtime import Runtime
+from dispatcher.smtp.pipelining import PipeliningSession
+from dispatcher.smtp.session import Ahead, Phase, SendResult, SessionTimeouts
 from queues.protocol import MessageState
 from tests.engine_support import DEST, make_config, payload
 from tests.faultsink import FaultSink

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dispatcher.outcomes import Classifier, Verdict
-from dispatcher.smtp import Phase, SendResult, SessionTimeouts, SmtpSession
+from dispatcher.engine.outcomes import Classifier, Verdict
+from dispatcher.smtp.aiosmtplib_client import SmtpSession
+from dispatcher.smtp.session import Phase, SendResult, SessionTimeouts
 from tests.faultsink import FaultSink
 
 BODY = b"From: a@acme.example\r\nTo: r@dest.example\r\nSubject: hi\r\n\r\nhello\r\n.leading dot\r\n"

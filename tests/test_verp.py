@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.message import new_message_id
-from dispatcher.verp import SECRET_BYTES, Verp, VerpKeyError
+from dispatcher.message.intake import new_message_id
+from dispatcher.message.verp import SECRET_BYTES, Verp, VerpKeyError
 
 SECRET = bytes(range(32))
 DOMAIN = "send1.mdplatform.example"
@@ -132,7 +132,7 @@ def test_from_file_refuses_wrong_length(tmp_path: Path) -> None:
 _CHILD = """
 import sys
 from pathlib import Path
-from dispatcher.verp import Verp
+from dispatcher.message.verp import Verp
 v = Verp.from_file(Path(sys.argv[1]), "b")
 print(v.token("m1"))
 """

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import IO
 
 from dispatcher.config import Config, load_config
-from dispatcher.runtime import Runtime
-from dispatcher.verp import Verp
+from dispatcher.engine.runtime import Runtime
+from dispatcher.message.verp import Verp
 from queues.protocol import MessageState
 from tests.chaos.checker import Fate, Verdict, check
 from tests.chaos.setup import payload, write_config

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from dispatcher.verp import Verp
+from dispatcher.message.verp import Verp
 from tests.chaos.faults import Fault, FaultPlan
 
 _BARE_CR = re.compile(rb"\r(?!\n)")

@@ -2,7 +2,7 @@
 
 `parse_payload` reads the enqueue JSON (refusing duplicate keys, which a plain dict would
 silently drop); `MessageFactory.build` validates every field, renders the RFC 5322 bytes
-(`dispatcher.render`) and fixes the Message-ID, VERP token and payload hash at enqueue.
+(`dispatcher.message.render`) and fixes the Message-ID, VERP token and payload hash at enqueue.
 Every refusal is a `MessageError` naming the field by its key path; nothing is half-built.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 import idna
 
 from dispatcher.config import AccountConfig, Config, ConfigError, StreamConfig, check_domain
-from dispatcher.render import (
+from dispatcher.message.render import (
     Body,
     Mailbox,
     assemble,
@@ -33,7 +33,7 @@ from dispatcher.render import (
     mailbox_header,
     unstructured,
 )
-from dispatcher.verp import Verp
+from dispatcher.message.verp import Verp
 from queues.protocol import NewMessage
 
 

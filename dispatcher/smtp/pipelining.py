@@ -1,4 +1,4 @@
-"""A lean SMTP client with command pipelining (RFC 2920) behind the `SmtpSession` interface.
+"""A lean SMTP client with command pipelining (RFC 2920) behind the `Session` seam.
 
 Per message, when the server offers PIPELINING: MAIL, RCPT and DATA go out in one write and
 their three replies are read in order; on 354 the dot-stuffed body and the final dot go out in a
@@ -25,7 +25,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
-from dispatcher.smtp import (
+from dispatcher.smtp.session import (
+    Ahead,
     Phase,
     SendResult,
     SessionTimeouts,
@@ -64,19 +65,6 @@ class MalformedReply(ConnectionError):
         text = line[:80].decode("utf-8", "replace").replace("\r", " ").replace("\n", " ")
         super().__init__(f"malformed SMTP reply line: {text!r}")
         self.line = line
-
-
-class Ahead(NamedTuple):
-    """The next message's envelope, to be pipelined behind this message's dot.
-
-    `mark` identifies it: the next `send` given the same mark object reads the replies
-    instead of writing the commands again.
-    """
-
-    mail_from: str
-    rcpt: str
-    mark: Awaitable[bool]
-    smtputf8: bool = False
 
 
 class Reply(NamedTuple):
@@ -240,7 +228,7 @@ class _Link(asyncio.Protocol):
 class PipeliningSession:
     """One connection from `source_ip` to `host:port`, reusable for many messages.
 
-    Same interface and results as `dispatcher.smtp.SmtpSession`.
+    Same interface and results as `dispatcher.smtp.aiosmtplib_client.SmtpSession`.
     """
 
     def __init__(

@@ -6,7 +6,7 @@ up to `messages_per_session` messages, and closes them when idle. Every attempt 
 `Attempt` handed to the engine's callback; nothing here touches the queue.
 
 With `send_ahead` (pipelining client), a session takes the next ready message while sending
-one: its commands ride with the current dot (see `dispatcher.pipelining`). A look-ahead that
+one: its commands ride with the current dot (see `dispatcher.smtp.pipelining`). A look-ahead that
 never reaches its own dot because the session ended, the engine is closing or its message was
 not sendable is released (a `Phase.MARK` result: back to the queue, no attempt counted).
 """
@@ -21,10 +21,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from dispatcher.circuit import CircuitBreaker
-from dispatcher.pipelining import Ahead, PipeliningSession
-from dispatcher.routing import MxHost
-from dispatcher.smtp import Phase, SendResult, Session, SessionTimeouts, make_session
+from dispatcher.routing.circuit import CircuitBreaker
+from dispatcher.routing.router import MxHost
+from dispatcher.smtp import make_session
+from dispatcher.smtp.session import Ahead, Phase, SendResult, Session, SessionTimeouts
 from ip_pools import Pick
 from queues.protocol import ClaimedMessage
 
@@ -271,7 +271,7 @@ class Lane:
                 return Attempt(work, SendResult(Phase.LOCAL, 554, text[:300]), host.name)
             mark = self._mark(work.message.id)
         msg = work.message
-        if not (self._settings.send_ahead and isinstance(session, PipeliningSession)):
+        if not (self._settings.send_ahead and session.pipelining):
             result = await session.send(work.mail_from, msg.rcpt, body, mark, smtputf8=msg.smtputf8)
             return Attempt(work, result, host.name)
         pipelined = session
@@ -290,7 +290,7 @@ class Lane:
         )
         return Attempt(work, result, host.name)
 
-    def _take_ahead(self, session: PipeliningSession) -> _Next | None:
+    def _take_ahead(self, session: Session) -> _Next | None:
         """The next ready message to pipeline behind this one, with its mark requested now
         (its MAIL goes out with this message's dot); None when sending ahead does not apply."""
         if (

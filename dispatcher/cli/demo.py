@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dispatcher.cli.sink import read_records
 from dispatcher.config import Config, Route
-from dispatcher.engine import RunStats
-from dispatcher.runtime import Runtime
-from dispatcher.sink import read_records
+from dispatcher.engine.engine import RunStats
+from dispatcher.engine.runtime import Runtime
 
 DEMO_DOMAINS = ("subscribers.example", "readers.example")
 SPLIT_TOLERANCE = 0.03  # absolute share: 3 percentage points

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from dispatcher.config import DkimConfig, DkimKeyConfig
-from dispatcher.dkim_keys import (
+from dispatcher.dkim.keys import (
     DkimKeyError,
     PrivateKey,
     SigningKey,

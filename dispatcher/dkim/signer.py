@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from dispatcher.config import ConfigError
-from dispatcher.dkim_canon import (
+from dispatcher.dkim.canon import (
     BODY_CANON,
     HEADER_CANON,
     MessageFormatError,
@@ -30,29 +30,12 @@ from dispatcher.dkim_canon import (
     select_signed,
     split_message,
 )
-from dispatcher.dkim_keys import (
-    DkimKeyError,
-    KeyFileExistsError,
-    KeygenError,
+from dispatcher.dkim.keys import (
     SigningKey,
-    keygen,
 )
-from dispatcher.dkim_status import status_report, status_report_dict
-from dispatcher.dkim_store import KeyStore
+from dispatcher.dkim.store import KeyStore
 
-__all__ = [
-    "DkimKeyError",
-    "DkimSignError",
-    "DkimSigner",
-    "KeyFileExistsError",
-    "KeyStore",
-    "KeygenError",
-    "MessageFormatError",
-    "SigningKey",
-    "keygen",
-    "status_report",
-    "status_report_dict",
-]
+__all__ = ["DkimSignError", "DkimSigner", "MessageFormatError"]
 
 _WIDTH = 76  # fold signature lines within the 78 characters RFC 5322 recommends
 _B_CHUNK = 72

@@ -18,15 +18,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from dispatcher.config import Config
-from dispatcher.delivery import Attempt, Lane, LaneSettings, Work
-from dispatcher.dkim import DkimSigner
-from dispatcher.group_commit import MarkWriter, OutcomeWriter
-from dispatcher.metrics import Metrics
-from dispatcher.outcomes import Classifier, Verdict
-from dispatcher.routing import Resolution, RouteKind, Router
-from dispatcher.smtp import SessionTimeouts
-from dispatcher.stop_points import reached
-from dispatcher.verp import Verp
+from dispatcher.dkim.signer import DkimSigner
+from dispatcher.engine.group_commit import MarkWriter, OutcomeWriter
+from dispatcher.engine.lane import Attempt, Lane, LaneSettings, Work
+from dispatcher.engine.outcomes import Classifier, Verdict
+from dispatcher.engine.stop_points import reached
+from dispatcher.message.verp import Verp
+from dispatcher.routing.router import Resolution, RouteKind, Router
+from dispatcher.smtp.session import SessionTimeouts
+from dispatcher.telemetry.metrics import Metrics
 from ip_pools import PoolSet
 from queues.protocol import (
     ClaimedMessage,

@@ -16,14 +16,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
-from dispatcher.circuit import CircuitBreaker
 from dispatcher.config import Config, Route
-from dispatcher.dkim import DkimSigner, KeyStore
-from dispatcher.engine import Engine, RunStats
-from dispatcher.message import MessageError, MessageFactory
-from dispatcher.metrics import Metrics
-from dispatcher.routing import Router
-from dispatcher.verp import Verp
+from dispatcher.dkim.signer import DkimSigner
+from dispatcher.dkim.store import KeyStore
+from dispatcher.engine.engine import Engine, RunStats
+from dispatcher.message.intake import MessageError, MessageFactory
+from dispatcher.message.verp import Verp
+from dispatcher.routing.circuit import CircuitBreaker
+from dispatcher.routing.router import Router
+from dispatcher.telemetry.metrics import Metrics
 from ip_pools import PoolSet
 from queues import open_queue
 from queues.protocol import EnqueueResult, NewMessage, Queue

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from dispatcher.stop_points import reached
+from dispatcher.engine.stop_points import reached
 from queues.protocol import Lease, OutcomeRecord, Queue
 
 log = logging.getLogger(__name__)

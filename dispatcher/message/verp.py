@@ -6,7 +6,7 @@ message they did not receive. Tokens are base32, lower case: local parts survive
 fold case, and only letters and digits appear.
 
 Layout of the decoded token: one format byte, the id, the tag.
-Format 0: the id is 32 lower-case hex digits (the ids `dispatcher.message` makes), packed
+Format 0: the id is 32 lower-case hex digits (the ids `dispatcher.message.intake` makes), packed
 to 16 bytes. Format 1: any other ASCII id of up to 18 bytes, kept as is.
 """
 

@@ -12,7 +12,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dispatcher.smtp import Phase, SendResult
+from dispatcher.smtp.session import Phase, SendResult
 
 
 class Verdict(enum.StrEnum):

@@ -36,8 +36,8 @@ import dns.resolver
 from dns.rdtypes.ANY.MX import MX
 from dns.rdtypes.ANY.SOA import SOA
 
-from dispatcher.circuit import CircuitBreaker
 from dispatcher.config import Route
+from dispatcher.routing.circuit import CircuitBreaker
 
 SMTP_PORT = 25
 # A TTL above a day is almost always a mistake; re-asking once a day costs nothing.

@@ -50,7 +50,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
-    from dispatcher.demo import run_demo
+    from dispatcher.cli.demo import run_demo
 
     config = _load(args.config)
     console = Console(stderr=args.json)
@@ -137,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _open_patiently(config: Config, stop: asyncio.Event) -> Any:
     """Open the runtime, waiting for an unreachable queue (a database restart) to return."""
-    from dispatcher.runtime import Runtime
+    from dispatcher.engine.runtime import Runtime
 
     delay = 0.2
     while True:
@@ -196,8 +196,8 @@ def _printable(text: str) -> str:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    from dispatcher.message import MessageError, parse_payload
-    from dispatcher.runtime import Runtime
+    from dispatcher.engine.runtime import Runtime
+    from dispatcher.message.intake import MessageError, parse_payload
     from queues.protocol import IdempotencyConflict, NewMessage
 
     config = _load(args.config)
@@ -254,7 +254,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from dispatcher.runtime import make_queue
+    from dispatcher.engine.runtime import make_queue
 
     config = _load(args.config)
 
@@ -286,7 +286,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from dispatcher.dkim import KeyStore
+    from dispatcher.dkim.store import KeyStore
 
     config = load_config(args.file)
     if not args.skip_keys:
@@ -299,7 +299,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_sink(args: argparse.Namespace) -> int:
-    from dispatcher.sink import serve_forever
+    from dispatcher.cli.sink import serve_forever
 
     async def main() -> None:
         task = asyncio.ensure_future(
@@ -316,11 +316,12 @@ def cmd_sink(args: argparse.Namespace) -> int:
 
 
 def cmd_dkim(args: argparse.Namespace) -> int:
-    from dispatcher import dkim
+    from dispatcher.dkim.keys import keygen
+    from dispatcher.dkim.status import status_report, status_report_dict
 
     if args.dkim_cmd == "keygen":
         try:
-            path, record = dkim.keygen(
+            path, record = keygen(
                 args.domain,
                 args.selector,
                 key_type=args.type,
@@ -336,9 +337,9 @@ def cmd_dkim(args: argparse.Namespace) -> int:
         return 0
     config = _load(args.config)
     if args.json:
-        print(json.dumps(dkim.status_report_dict(config, time.time()), indent=2))
+        print(json.dumps(status_report_dict(config, time.time()), indent=2))
     else:
-        print(dkim.status_report(config, time.time()))
+        print(status_report(config, time.time()))
     return 0
 
 

@@ -4,7 +4,7 @@ It runs at enqueue for every message of a broadcast, so it avoids `email.message
 policy machinery (measured on a 4 KB text message: about 15 us here against 1.3 ms for
 `EmailMessage.set_content` + `as_bytes`); the tests check the output with the stdlib parser.
 
-Guarantees, given values `dispatcher.message` has validated (no CR, LF or NUL in headers):
+Guarantees, given values `dispatcher.message.intake` has validated (no CR, LF or NUL in headers):
 CRLF line ends only; no line over 998 octets (headers folded at spaces, long or odd words
 become RFC 2047 encoded-words; bodies with long lines or non-ASCII become quoted-printable);
 every body ends with a line break, so no "\\r\\n.\\r\\n" variant can arise from bare CR or LF.

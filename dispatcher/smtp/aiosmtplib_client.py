@@ -1,13 +1,7 @@
-"""SMTP sessions per (source IP, destination host), behind a small send interface.
+"""The aiosmtplib-based client behind the `Session` seam (`[smtp] client = "aiosmtplib"`).
 
-`Session` is the seam: open, send one envelope and body, close. `SmtpSession` is built on
-aiosmtplib; `dispatcher.pipelining.PipeliningSession` (RFC 2920, the default) gives the same
-results in half the round trips; `make_session` picks one by `[smtp] client`. Expected SMTP
-failures come back as `SendResult` values, never as exceptions.
-
-The final dot is written only after the caller's `committing` mark resolves True, and the
-result says whether the dot was written: a connection lost before it is a safe retry, one lost
-after it is ambiguous.
+It gives the same results as the pipelining client, in more round trips; it stays as the
+reference and the fallback.
 """
 
 from __future__ import annotations
@@ -15,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Awaitable, Callable
 
 import aiosmtplib
 from aiosmtplib.errors import (
@@ -25,66 +17,17 @@ from aiosmtplib.errors import (
     SMTPResponseException,
 )
 
+from dispatcher.smtp.session import (
+    Ahead,
+    Phase,
+    SendResult,
+    SessionTimeouts,
+    cancel_mark,
+    describe_error,
+    tls_context,
+)
+
 _PERIOD = re.compile(rb"(?m)^\.")
-_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
-
-
-class Phase:
-    """Where in the SMTP dialogue a result was decided."""
-
-    CONNECT = "connect"
-    GREETING = "greeting"
-    EHLO = "ehlo"
-    STARTTLS = "starttls"
-    MAIL = "mail"
-    RCPT = "rcpt"
-    DATA = "data"  # the DATA command (before the body)
-    MARK = "mark"  # the committing mark was refused: lease lost
-    DOT = "dot"  # reply to the final dot
-    LOCAL = "local"  # refused locally (e.g. SMTPUTF8 needed but not offered)
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    """What happened to one envelope. `code` is None when no reply was received."""
-
-    phase: str
-    code: int | None
-    text: str
-    dot_written: bool = False
-    reusable: bool = True  # the session may carry another message
-
-    @property
-    def enhanced(self) -> str | None:
-        """The RFC 3463 enhanced status code at the start of the reply text, if any."""
-        m = _ENHANCED.match(self.text)
-        return f"{m.group(1)}.{m.group(2)}.{m.group(3)}" if m else None
-
-
-def _unverified_tls() -> ssl.SSLContext:
-    # Opportunistic STARTTLS: encrypt when offered, never refuse on certificates (RFC 7435).
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-_TLS_CONTEXT: ssl.SSLContext | None = None
-
-
-def tls_context() -> ssl.SSLContext:
-    """One shared client context: building one costs milliseconds."""
-    global _TLS_CONTEXT
-    if _TLS_CONTEXT is None:
-        _TLS_CONTEXT = _unverified_tls()
-    return _TLS_CONTEXT
-
-
-@dataclass(frozen=True, slots=True)
-class SessionTimeouts:
-    connect: float = 10.0
-    command: float = 60.0
-    data: float = 600.0
 
 
 class SmtpSession:
@@ -114,6 +57,13 @@ class SmtpSession:
     @property
     def is_open(self) -> bool:
         return self._client is not None and self._client.is_connected
+
+    @property
+    def pipelining(self) -> bool:
+        return False  # aiosmtplib sends one command at a time: no send-ahead
+
+    def ahead_written(self, mark: Awaitable[bool]) -> bool:
+        return False
 
     async def open(self) -> SendResult | None:
         """Connect, read the greeting, EHLO, and STARTTLS when offered.
@@ -170,8 +120,11 @@ class SmtpSession:
         mark: Awaitable[bool],
         *,
         smtputf8: bool = False,
+        ahead: Callable[[], Ahead | None] | None = None,
     ) -> SendResult:
-        """Send one envelope. `mark` is awaited before DATA; False means do not send."""
+        """Send one envelope. `mark` is awaited before DATA; False means do not send.
+
+        `ahead` is never called: this client does not pipeline (`pipelining` is False)."""
         self.dot_started = False
         client = self._client
         if client is None or not client.is_connected:
@@ -257,76 +210,3 @@ class SmtpSession:
             pass
         finally:
             client.close()
-
-
-class Session(Protocol):
-    """The send interface the lanes use; `SmtpSession` and `PipeliningSession` provide it."""
-
-    sent: int
-    dot_started: bool
-    tls_active: bool
-
-    @property
-    def is_open(self) -> bool: ...
-
-    async def open(self) -> SendResult | None: ...
-
-    async def send(
-        self,
-        mail_from: str,
-        rcpt: str,
-        body: bytes,
-        mark: Awaitable[bool],
-        *,
-        smtputf8: bool = False,
-    ) -> SendResult: ...
-
-    async def close(self) -> None: ...
-
-
-CLIENTS = ("aiosmtplib", "pipelining")
-
-
-def make_session(
-    client: str,
-    host: str,
-    port: int,
-    *,
-    source_ip: str | None,
-    ehlo_name: str,
-    timeouts: SessionTimeouts,
-    starttls: bool = True,
-) -> Session:
-    """A session of the chosen client kind (one of `CLIENTS`)."""
-    if client == "pipelining":
-        # Imported here: dispatcher.pipelining builds on this module's types.
-        from dispatcher.pipelining import PipeliningSession
-
-        return PipeliningSession(
-            host,
-            port,
-            source_ip=source_ip,
-            ehlo_name=ehlo_name,
-            timeouts=timeouts,
-            starttls=starttls,
-        )
-    if client != "aiosmtplib":
-        raise ValueError(f"unknown SMTP client {client!r}; expected one of {CLIENTS}")
-    return SmtpSession(
-        host, port, source_ip=source_ip, ehlo_name=ehlo_name, timeouts=timeouts, starttls=starttls
-    )
-
-
-def cancel_mark(mark: Awaitable[bool]) -> None:
-    """Give up a mark that will not be awaited."""
-    if isinstance(mark, asyncio.Future):
-        if not mark.done():
-            mark.cancel()
-    elif asyncio.iscoroutine(mark):
-        mark.close()
-
-
-def describe_error(e: BaseException) -> str:
-    """An exception as one short line fit for a reply text (no CR/LF)."""
-    text = str(e) or type(e).__name__
-    return text.replace("\r", " ").replace("\n", " ")[:300]
