@@ -324,7 +324,7 @@ async def run_chaos(opts: ChaosOptions) -> ChaosReport:
         port = await sink.port()
         dsn = ""
         if opts.backend == "postgres":
-            from tests.queues.pg_support import create_test_database
+            from tests.support.postgres import create_test_database
 
             dsn = await create_test_database()
         config_path = write_config(

@@ -1,6 +1,6 @@
 """Writes bad_inputs.jsonl: `python tests/corpus/generate.py`. Edit the cases here.
 
-The 20 MB body is not stored: tests/test_bad_input_corpus.py generates it.
+The 20 MB body is not stored: tests/unit/message/test_bad_input_corpus.py generates it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,60 @@
+"""Prometheus metrics: outcomes counted by pool, source IP and platform domain, served over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dispatcher.engine.runtime import Runtime
+from tests.support.engine import DEST, make_config, payload
+from tests.support.faultsink import FaultSink
+
+
+@pytest.fixture(scope="module")
+def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("metrics-keys")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_outcomes_are_counted_and_served(tmp_path: Path, key_dir: Path) -> None:
+    sink = await FaultSink(rules={"rcpt": lambda n: None}).start()
+    try:
+        config = make_config(tmp_path, routes={DEST: f"127.0.0.1:{sink.port}"}, key_dir=key_dir)
+        rt = await Runtime.open(config)
+        try:
+            await rt.enqueue([payload(i) for i in range(6)])
+            await rt.run(drain=True)
+            reg = rt.metrics.registry
+            total = sum(
+                reg.get_sample_value(
+                    "maildispatch_messages_total",
+                    {
+                        "outcome": "delivered",
+                        "pool": "main",
+                        "source_ip": "127.0.0.2",
+                        "platform_domain": d,
+                    },
+                )
+                or 0
+                for d in ("send1.platform.example", "send2.platform.example")
+            )
+            assert total == 6
+            port = free_port()
+            rt.metrics.serve(f"127.0.0.1:{port}")
+            url = f"http://127.0.0.1:{port}/metrics"
+            body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+            assert b'maildispatch_messages_total{outcome="delivered"' in body
+            assert b"maildispatch_enqueue_to_outcome_seconds_bucket" in body
+        finally:
+            await rt.close()
+    finally:
+        await sink.stop()
