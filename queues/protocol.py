@@ -166,7 +166,8 @@ class OutcomeRecord:
 
     `state` is one of OUTCOME_STATES. `counts_attempt` is False for "not sendable now"
     (returned to the queue without an attempt). `retry_at` is required for `deferred`
-    and `queued`.
+    and `queued`. `category` is the reply's category (ip_pools.categories), None for a
+    delivery or a message never attempted.
     """
 
     id: str
@@ -178,6 +179,7 @@ class OutcomeRecord:
     source_ip: str | None = None
     platform_domain: str | None = None
     mx_host: str | None = None
+    category: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import idna
 
+from ip_pools.categories import CategoryRule, CategoryRuleError, CategoryTable
 from ip_pools.model import PlatformDomain, PoolSpec, SourceIp
 
 
@@ -252,6 +253,8 @@ class Config:
     feedback_sender_id: str = "maildispatch"
     state_dir: Path = Path("state")
     source: Path | None = None
+    # Reply categories: [[categories]] overrides first, then the defaults.
+    categories: CategoryTable = field(default_factory=CategoryTable)
 
     def account(self, name: str) -> AccountConfig | None:
         for a in self.accounts:
@@ -509,6 +512,8 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
         rt.raw(dom_raw)
     rt.done()
 
+    categories = _categories(top)
+
     m = top.table("metrics")
     metrics = MetricsConfig(listen=m.text("listen", ""))
     if metrics.listen:
@@ -530,4 +535,29 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
         feedback_sender_id=feedback_sender_id,
         state_dir=state_dir,
         source=source,
+        categories=categories,
     )
+
+
+def _categories(top: _Table) -> CategoryTable:
+    """`[[categories]]`: operators' rules, matched before the defaults (first match wins)."""
+    rules: list[CategoryRule] = []
+    for ct in top.tables("categories"):
+        code = ct.raw("code")
+        if code is not None and (isinstance(code, bool) or not isinstance(code, int | str)):
+            raise ConfigError(ct.key("code"), f'expected 550, "5xx" or "none", got {code!r}')
+        enhanced = ct.text("enhanced") or None
+        pattern = ct.text("match") if ct.has("match") else None
+        try:
+            rules.append(
+                CategoryRule.build(
+                    ct.text("category", required=True),
+                    code=code,
+                    enhanced=enhanced,
+                    pattern=pattern,
+                )
+            )
+        except CategoryRuleError as e:
+            raise ConfigError(ct.key(e.field), e.reason) from None
+        ct.done()
+    return CategoryTable(rules)

@@ -28,6 +28,7 @@ from dispatcher.routing.router import Resolution, RouteKind, Router
 from dispatcher.smtp.session import SessionTimeouts
 from dispatcher.telemetry.metrics import Metrics
 from ip_pools import PoolSet
+from ip_pools.categories import Category
 from queues.protocol import (
     ClaimedMessage,
     Lease,
@@ -98,7 +99,11 @@ class Engine:
         self.metrics = metrics
         self.clock = clock
         d = config.dispatch
-        self.classifier = Classifier(retry_schedule=d.retry_schedule, max_attempts=d.max_attempts)
+        self.classifier = Classifier(
+            retry_schedule=d.retry_schedule,
+            max_attempts=d.max_attempts,
+            categories=config.categories,
+        )
         self._settings = LaneSettings(
             sessions_per_host=d.sessions_per_host,
             messages_per_session=d.messages_per_session,
@@ -348,16 +353,25 @@ class Engine:
 
     def _route_failure(self, msg: ClaimedMessage, res: Resolution, now: float) -> None:
         text = f"{res.code}: {res.reason}"
+        # The resolver's failures: a domain that cannot take mail, or DNS that did not answer.
+        cat = Category.BadDomain if res.kind == RouteKind.BOUNCE else Category.DNSFailure
         if res.kind == RouteKind.BOUNCE:
-            self._finish(msg, OutcomeRecord(msg.id, MessageState.BOUNCED, reply_text=text))
+            self._finish(
+                msg, OutcomeRecord(msg.id, MessageState.BOUNCED, reply_text=text, category=cat)
+            )
             return
         attempt = msg.attempts + 1
         if attempt >= self.classifier.max_attempts:
-            self._finish(msg, OutcomeRecord(msg.id, MessageState.FAILED, reply_text=text))
+            self._finish(
+                msg, OutcomeRecord(msg.id, MessageState.FAILED, reply_text=text, category=cat)
+            )
             return
         retry = now + self.classifier.backoff(attempt)
         self._finish(
-            msg, OutcomeRecord(msg.id, MessageState.DEFERRED, retry_at=retry, reply_text=text)
+            msg,
+            OutcomeRecord(
+                msg.id, MessageState.DEFERRED, retry_at=retry, reply_text=text, category=cat
+            ),
         )
 
     # -- per message -----------------------------------------------------------------------
@@ -412,6 +426,7 @@ class Engine:
             source_ip=work.pick.source.address,
             platform_domain=work.pick.domain.domain,
             mx_host=attempt.mx_host,
+            category=decision.category,
         )
         self._finish(msg, record)
 

@@ -3,6 +3,10 @@
 Defaults follow RFC 3463: 5.1.x is the recipient (bounce, suppress); 5.7.x, and 5xx to the
 greeting, EHLO or MAIL, are the sender's, IP's or content's problem (never a recipient bounce:
 defer, move IP, raise an event). A missing reply after the final dot is ambiguous.
+
+Every decision also carries the reply's category (ip_pools.categories: the field's
+vocabulary, a table of its own with overrides from config); a delivery or a released message
+has none.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dispatcher.smtp.session import Phase, SendResult
+from ip_pools.categories import Category, CategoryTable
 
 
 class Verdict(enum.StrEnum):
@@ -69,6 +74,7 @@ class Decision:
     verdict: Verdict
     rule: Rule
     retry_at: float | None = None
+    category: Category | None = None
 
 
 class Classifier:
@@ -81,8 +87,10 @@ class Classifier:
         max_attempts: int = 30,
         jitter: float = 0.1,
         rng: random.Random | None = None,
+        categories: CategoryTable | None = None,
     ) -> None:
         self.rules = tuple(rules)
+        self.categories = categories if categories is not None else CategoryTable()
         self.schedule = tuple(retry_schedule) or (60.0,)
         self.max_attempts = max_attempts
         self.jitter = jitter
@@ -109,13 +117,20 @@ class Classifier:
         base = self.schedule[min(attempt, len(self.schedule)) - 1]
         return base * (1.0 + self._rng.uniform(-self.jitter, self.jitter))
 
+    def category(self, result: SendResult, verdict: Verdict) -> Category | None:
+        """The reply's category; None for a delivery or a message never attempted."""
+        if verdict in (Verdict.DELIVERED, Verdict.RELEASED):
+            return None
+        return self.categories.classify(result.code, result.text)
+
     def decide(self, result: SendResult, attempts_before: int, now: float) -> Decision:
         """Verdict for this attempt; deferrals past max_attempts become failures."""
         rule = self.rule_for(result)
         verdict = rule.verdict
+        category = self.category(result, verdict)
         if verdict == Verdict.DEFERRED:
             attempt = attempts_before + 1
             if attempt >= self.max_attempts:
-                return Decision(Verdict.FAILED, rule)
-            return Decision(verdict, rule, now + self.backoff(attempt))
-        return Decision(verdict, rule)
+                return Decision(Verdict.FAILED, rule, category=category)
+            return Decision(verdict, rule, now + self.backoff(attempt), category)
+        return Decision(verdict, rule, category=category)
