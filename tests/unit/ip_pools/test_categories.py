@@ -16,7 +16,7 @@ from dispatcher.engine.outcomes import Classifier, Verdict
 from dispatcher.smtp.session import Phase, SendResult
 from ip_pools.categories import Category, CategoryRule, CategoryRuleError, CategoryTable
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 TABLE = CategoryTable()
 
 
