@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
+from collections import deque
 from collections.abc import Callable
 
 from dispatcher.engine.stop_points import reached
-from queues.protocol import Lease, OutcomeRecord, Queue
+from queues.protocol import Lease, MessageState, OutcomeRecord, Queue
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +77,19 @@ class MarkWriter:
                 fut.set_result(msg_id in granted)
 
 
+_DATA_ERRORS = (ValueError, TypeError)  # the records, not the queue: splitting helps
+_WAITING = frozenset({MessageState.QUEUED, MessageState.DEFERRED})
+
+
 class OutcomeWriter:
-    """Buffers outcome records and applies them in batches under the worker's lease."""
+    """Buffers outcome records and applies them in batches under the worker's lease.
+
+    A batch the queue refuses for its data (a ValueError such as InvalidQueueInput) is split
+    and written in halves down to single records; a record that still fails is written as a
+    placeholder (its state kept, its texts replaced) and counted in `placeholders`, so no
+    record can block the others. Any other error (the queue unreachable) keeps the batch
+    for the next flush.
+    """
 
     def __init__(
         self,
@@ -85,6 +99,7 @@ class OutcomeWriter:
         batch_size: int = 1000,
         max_buffer: int = 200_000,
         on_applied: Callable[[list[OutcomeRecord]], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._queue = queue
         self._lease = lease
@@ -92,14 +107,18 @@ class OutcomeWriter:
         self._batch_size = batch_size
         self._max_buffer = max_buffer
         self._buffer: list[OutcomeRecord] = []
+        self._added: deque[tuple[float, int]] = deque()  # (time, records added) runs
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._on_applied = on_applied
+        self._clock = clock
         self._lock = asyncio.Lock()  # one writer at a time: run() and drain() share the buffer
         self.batches = 0
         self.written = 0
         self.failures = 0
+        self.placeholders = 0  # records written with a placeholder for their texts
+        self.dropped = 0  # records not even a placeholder of could be written (logged)
 
     @property
     def pending(self) -> int:
@@ -110,8 +129,22 @@ class OutcomeWriter:
         """True when the buffer is at its bound: the engine stops claiming."""
         return len(self._buffer) >= self._max_buffer
 
+    def age(self) -> float:
+        """Seconds the oldest unwritten outcome has waited (0 when none waits)."""
+        if not self._added:
+            return 0.0
+        return max(0.0, self._clock() - self._added[0][0])
+
     def add(self, record: OutcomeRecord) -> None:
         self._buffer.append(record)
+        now = self._clock()
+        added = self._added
+        # Runs of records added within 10 ms share one entry: cheap per record.
+        if added and now - added[-1][0] < 0.01:
+            t, n = added[-1]
+            added[-1] = (t, n + 1)
+        else:
+            added.append((now, 1))
         self._idle.clear()
         if len(self._buffer) >= self._batch_size:
             self._wake.set()
@@ -139,22 +172,96 @@ class OutcomeWriter:
             batch = self._buffer[: self._batch_size]
             reached("before_outcome_write")
             try:
-                # Shielded: a cancelled engine must not lose a write already on its way.
-                await asyncio.shield(self._queue.record_outcomes(self._lease, batch))
+                await self._write(batch)
             except asyncio.CancelledError:
                 raise
+            except _DATA_ERRORS as e:
+                log.warning("outcome batch of %d refused for its data (%s): split", len(batch), e)
+                if not await self._write_apart(batch):
+                    return False
+                continue
             except Exception as e:
-                self.failures += 1
-                if self.failures == 1 or self.failures % 100 == 0:
-                    log.warning("outcome write failed (%s); %d buffered", e, len(self._buffer))
+                self._failed(e)
                 return False
-            del self._buffer[: len(batch)]
-            self.batches += 1
-            self.written += len(batch)
-            if self._on_applied is not None:
-                self._on_applied(batch)
+            self._written(batch, len(batch))
         self._idle.set()
         return True
+
+    async def _write(self, records: list[OutcomeRecord]) -> None:
+        # Shielded: a cancelled engine must not lose a write already on its way.
+        await asyncio.shield(self._queue.record_outcomes(self._lease, records))
+
+    async def _write_apart(self, batch: list[OutcomeRecord]) -> bool:
+        """Write `batch` (the buffer's head) in halves, in order; False when the queue
+        became unreachable meanwhile (what was written is off the buffer)."""
+        parts = [batch]
+        while parts:
+            part = parts.pop()
+            try:
+                await self._write(part)
+            except asyncio.CancelledError:
+                raise
+            except _DATA_ERRORS as e:
+                if len(part) > 1:
+                    mid = len(part) // 2
+                    parts += (part[mid:], part[:mid])  # the first half is written first
+                    continue
+                if not await self._write_placeholder(part[0], e):
+                    return False
+                continue
+            except Exception as e:
+                self._failed(e)
+                return False
+            self._written(part, len(part))
+        return True
+
+    async def _write_placeholder(self, record: OutcomeRecord, error: Exception) -> bool:
+        """One record the queue refuses: its state with a placeholder text instead."""
+        stand_in = placeholder(record, type(error).__name__)
+        try:
+            await self._write([stand_in])
+        except asyncio.CancelledError:
+            raise
+        except _DATA_ERRORS as e:
+            # Not even the placeholder: drop it so the others go on; the message stays
+            # under this lease until recovery settles it (ambiguous if it was committing).
+            self.dropped += 1
+            log.error("outcome of %s dropped: the queue refused it (%s)", record.id, e)
+            self._written([], 1)
+            return True
+        except Exception as e:
+            self._failed(e)
+            return False
+        self.placeholders += 1
+        log.warning(
+            "outcome of %s written with a placeholder text: the queue refused it (%s)",
+            record.id,
+            error,
+        )
+        self._written([stand_in], 1)
+        return True
+
+    def _written(self, records: list[OutcomeRecord], n: int) -> None:
+        """The first `n` records of the buffer are settled; `records` were written."""
+        del self._buffer[:n]
+        added = self._added
+        while n and added:
+            t, k = added[0]
+            if k <= n:
+                added.popleft()
+                n -= k
+            else:
+                added[0] = (t, k - n)
+                n = 0
+        self.batches += 1
+        self.written += len(records)
+        if records and self._on_applied is not None:
+            self._on_applied(records)
+
+    def _failed(self, e: Exception) -> None:
+        self.failures += 1
+        if self.failures == 1 or self.failures % 100 == 0:
+            log.warning("outcome write failed (%s); %d buffered", e, len(self._buffer))
 
     async def drain(self, within: float) -> bool:
         """Write everything buffered; True when the buffer is empty within `within` seconds."""
@@ -166,3 +273,22 @@ class OutcomeWriter:
         except TimeoutError:
             return False
         return True
+
+
+def placeholder(record: OutcomeRecord, reason: str) -> OutcomeRecord:
+    """`record` with only what any backend can store: its id, state and attempt; a
+    placeholder text; a retry time when its state needs one."""
+    code = record.reply_code
+    retry_at = record.retry_at
+    if record.state in _WAITING and (
+        not isinstance(retry_at, int | float) or not math.isfinite(retry_at)
+    ):
+        retry_at = time.time() + 60.0
+    return OutcomeRecord(
+        record.id,
+        record.state,
+        counts_attempt=bool(record.counts_attempt),
+        retry_at=retry_at,
+        reply_code=code if type(code) is int and 0 <= code <= 999 else None,
+        reply_text=f"[outcome text not storable: {reason}]",
+    )

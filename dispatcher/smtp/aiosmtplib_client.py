@@ -17,6 +17,7 @@ from aiosmtplib.errors import (
     SMTPResponseException,
 )
 
+from dispatcher.smtp.reply import MAX_REPLY_LINES, ReplyError, ReplyTooLong, clean_text
 from dispatcher.smtp.session import (
     Ahead,
     Phase,
@@ -28,6 +29,19 @@ from dispatcher.smtp.session import (
 )
 
 _PERIOD = re.compile(rb"(?m)^\.")
+
+
+def _checked(code: int, message: str) -> str:
+    """The reply's text, cleaned like the pipelining client's; ReplyError past the bounds.
+
+    aiosmtplib holds a reply to 32 KB but not its line count, decodes invalid bytes as
+    surrogates, and reports an unparsable reply as code -1.
+    """
+    if not 100 <= code <= 599:
+        raise ReplyError(f"malformed SMTP reply: {clean_text(message)[:80]!r}")
+    if message.count("\n") >= MAX_REPLY_LINES:
+        raise ReplyTooLong(f"over {MAX_REPLY_LINES} lines")
+    return clean_text(message)
 
 
 class SmtpSession:
@@ -92,15 +106,24 @@ class SmtpSession:
             await client.connect(timeout=self.timeouts.connect)
         except aiosmtplib.SMTPConnectResponseError as e:
             self._client = None
-            return SendResult(Phase.GREETING, e.code, e.message, reusable=False)
+            client.close()
+            try:
+                return SendResult(
+                    Phase.GREETING, e.code, _checked(e.code, e.message), reusable=False
+                )
+            except ReplyError as bad:
+                return SendResult(Phase.CONNECT, None, describe_error(bad), reusable=False)
         except (SMTPException, OSError) as e:
             self._client = None
             return SendResult(Phase.CONNECT, None, describe_error(e), reusable=False)
         try:
-            await client.ehlo()
+            _checked(*await client.ehlo())
         except SMTPResponseException as e:
             await self.close()
-            return SendResult(Phase.EHLO, e.code, e.message, reusable=False)
+            try:
+                return SendResult(Phase.EHLO, e.code, _checked(e.code, e.message), reusable=False)
+            except ReplyError as bad:
+                return SendResult(Phase.EHLO, None, describe_error(bad), reusable=False)
         except (SMTPException, OSError) as e:
             await self.close()
             return SendResult(Phase.EHLO, None, describe_error(e), reusable=False)
@@ -141,9 +164,13 @@ class SmtpSession:
             options.append("SMTPUTF8")
         phase = Phase.MAIL
         try:
-            await client.mail(mail_from, options=options, encoding="utf-8" if smtputf8 else "ascii")
+            _checked(
+                *await client.mail(
+                    mail_from, options=options, encoding="utf-8" if smtputf8 else "ascii"
+                )
+            )
             phase = Phase.RCPT
-            await client.rcpt(rcpt, encoding="utf-8" if smtputf8 else "ascii")
+            _checked(*await client.rcpt(rcpt, encoding="utf-8" if smtputf8 else "ascii"))
             phase = Phase.MARK
             if not await mark:
                 await self._reset()
@@ -153,11 +180,20 @@ class SmtpSession:
         except SMTPResponseException as e:
             if phase == Phase.MARK:
                 phase = Phase.DATA
-            ok = e.code < 500 or phase in (Phase.RCPT, Phase.MAIL)
             cancel_mark(mark)
+            try:
+                text = _checked(e.code, e.message)
+            except ReplyError as bad:
+                await self._drop()
+                return SendResult(phase, None, describe_error(bad), reusable=False)
+            ok = e.code < 500 or phase in (Phase.RCPT, Phase.MAIL)
             if ok and e.code != 421:
                 await self._reset()
-            return SendResult(phase, e.code, e.message, reusable=e.code != 421 and self.is_open)
+            return SendResult(phase, e.code, text, reusable=e.code != 421 and self.is_open)
+        except ReplyError as e:
+            cancel_mark(mark)
+            await self._drop()
+            return SendResult(phase, None, describe_error(e), reusable=False)
         except (SMTPException, OSError, ValueError) as e:
             cancel_mark(mark)
             await self.close()
@@ -167,6 +203,7 @@ class SmtpSession:
         protocol = client.protocol
         assert protocol is not None
         start = await protocol.execute_command(b"DATA", timeout=self.timeouts.command)
+        _checked(*start)
         if start.code != 354:
             raise aiosmtplib.SMTPDataError(start.code, start.message)
         payload = _PERIOD.sub(b"..", body)
@@ -181,13 +218,15 @@ class SmtpSession:
             return SendResult(Phase.DATA, None, describe_error(e), reusable=False)
         try:
             reply = await protocol.read_response(timeout=self.timeouts.data)
+            text = _checked(*reply)
+        except ReplyError as e:
+            await self._drop()
+            return SendResult(Phase.DOT, None, describe_error(e), dot_written=True, reusable=False)
         except (SMTPException, OSError) as e:
             await self.close()
             return SendResult(Phase.DOT, None, describe_error(e), dot_written=True, reusable=False)
         self.sent += 1
-        return SendResult(
-            Phase.DOT, reply.code, reply.message, dot_written=True, reusable=reply.code != 421
-        )
+        return SendResult(Phase.DOT, reply.code, text, dot_written=True, reusable=reply.code != 421)
 
     async def _reset(self) -> None:
         client = self._client
@@ -197,6 +236,12 @@ class SmtpSession:
             await client.rset()
         except (SMTPException, OSError):
             await self.close()
+
+    async def _drop(self) -> None:
+        """Drop the connection without QUIT (the server's replies cannot be trusted)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     async def close(self) -> None:
         """QUIT politely when possible, then drop the connection."""

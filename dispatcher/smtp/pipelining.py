@@ -23,8 +23,8 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import NamedTuple
 
+from dispatcher.smtp.reply import Reply, ReplyError, ReplyParser
 from dispatcher.smtp.session import (
     Ahead,
     Phase,
@@ -35,7 +35,6 @@ from dispatcher.smtp.session import (
     tls_context,
 )
 
-_MAX_LINE = 8192  # longer reply lines are a broken or hostile server (RFC 5321: 512)
 _QUIT_TIMEOUT = 2.0
 _BAD_ADDRESS_CHARS = frozenset("<>\r\n \t")
 _PIPELINED_PHASES = (Phase.MAIL, Phase.RCPT, Phase.DATA)
@@ -58,22 +57,6 @@ class LinkLost(ConnectionError):
         self.reason = reason
 
 
-class MalformedReply(ConnectionError):
-    """The server sent a line that is not an SMTP reply; the dialogue cannot go on."""
-
-    def __init__(self, line: bytes) -> None:
-        text = line[:80].decode("utf-8", "replace").replace("\r", " ").replace("\n", " ")
-        super().__init__(f"malformed SMTP reply line: {text!r}")
-        self.line = line
-
-
-class Reply(NamedTuple):
-    """One complete SMTP reply: lines' texts joined with "\\n", as aiosmtplib does."""
-
-    code: int
-    text: str
-
-
 def stuff(body: bytes) -> bytes:
     """The DATA payload: `body` dot-stuffed (RFC 5321 4.5.2), CRLF-terminated, plus the dot.
 
@@ -94,8 +77,7 @@ class _Link(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.transport: asyncio.Transport | None = None
-        self._buf = bytearray()
-        self._lines: list[bytes] = []  # texts of the reply being received
+        self._parser = ReplyParser()
         self._replies: deque[Reply] = deque()
         self._waiter: asyncio.Future[Reply] | None = None
         self._expected = 1  # replies owed by the server: the greeting first
@@ -115,37 +97,23 @@ class _Link(asyncio.Protocol):
         return False  # close our side too
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf
-        buf += data
-        start = 0
-        while True:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
-                break
-            line = bytes(buf[start:nl])
-            start = nl + 1
-            code = line[:3]
-            if not code.isdigit() or len(line) > _MAX_LINE:
-                self._fail(MalformedReply(line))
+        try:
+            replies = self._parser.feed(data)
+        except ReplyError as e:
+            # Not SMTP, or a reply past its bounds: the dialogue cannot go on.
+            self._fail(e)
+            self.abort()
+            return
+        for reply in replies:
+            if self._expected == 0:
+                # Unasked for (typically "421 idle timeout" before a hang-up, or a server
+                # answering ahead of commands): it would be taken for the reply to our next
+                # command. The link is done.
+                self._fail(LinkLost(f"unexpected reply from the server: {reply.code} {reply.text}"))
                 self.abort()
                 return
-            self._lines.append(line[4:].strip(b" \t\r"))
-            if line[3:4] != b"-":
-                text = b"\n".join(self._lines).decode("utf-8", "surrogateescape")
-                self._lines.clear()
-                if self._expected == 0:
-                    # Unasked for (typically "421 idle timeout" before a hang-up): it would be
-                    # taken for the reply to our next command. The link is done.
-                    self._fail(LinkLost(f"unexpected reply from the server: {int(code)} {text}"))
-                    self.abort()
-                    return
-                self._expected -= 1
-                self._deliver(Reply(int(code), text))
-        if start:
-            del buf[:start]
-        if len(buf) > _MAX_LINE:
-            self._fail(MalformedReply(bytes(buf)))
-            self.abort()
+            self._expected -= 1
+            self._deliver(reply)
 
     # -- used by the session -----------------------------------------------------------------
 
@@ -165,7 +133,7 @@ class _Link(asyncio.Protocol):
         self._expected += replies
 
     async def read(self, limit: float) -> Reply:
-        """The next reply within `limit` seconds; raises ReplyTimeout, LinkLost, MalformedReply.
+        """The next reply within `limit` seconds; raises ReplyTimeout, LinkLost, ReplyError.
 
         A timer on the future rather than asyncio.timeout(): cheaper, and this is per reply.
         """
@@ -185,8 +153,7 @@ class _Link(asyncio.Protocol):
     def discard_replies(self) -> None:
         """Forget anything received so far (plaintext sent after STARTTLS's 220: RFC 3207)."""
         self._replies.clear()
-        self._lines.clear()
-        self._buf.clear()
+        self._parser.reset()
         self._expected = 0
 
     def abort(self) -> None:

@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from dispatcher.smtp.reply import clean_text
+
 _PERIOD = re.compile(rb"(?m)^\.")
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
@@ -138,5 +140,5 @@ def cancel_mark(mark: Awaitable[bool]) -> None:
 
 def describe_error(e: BaseException) -> str:
     """An exception as one short line fit for a reply text (no CR/LF)."""
-    text = str(e) or type(e).__name__
-    return text.replace("\r", " ").replace("\n", " ")[:300]
+    text = clean_text(str(e) or type(e).__name__)  # may quote the server's words
+    return text.replace("\n", " ")[:300]

@@ -30,6 +30,8 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 
+import asyncpg
+
 from queues.postgres.batches import outcome_params
 from queues.postgres.connection import Database
 from queues.postgres.enqueue import enqueue_many
@@ -280,9 +282,13 @@ class PostgresQueue:
         if not outcomes:
             return 0
         ids, by_id = outcome_params(outcomes)
-        applied = await self._db.fetchval(
-            QUERIES["record_outcomes"], lease.worker_id, lease.epoch, time.time(), ids, by_id
-        )
+        try:
+            applied = await self._db.fetchval(
+                QUERIES["record_outcomes"], lease.worker_id, lease.epoch, time.time(), ids, by_id
+            )
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as e:
+            # The batch's data, not the server: the caller may split it (nothing written).
+            raise InvalidQueueInput("outcomes", f"refused by PostgreSQL: {e}") from e
         return int(applied)
 
     # -- reads and housekeeping --------------------------------------------------------

@@ -20,6 +20,7 @@ from queues.protocol import (
     NewMessage,
     OutcomeRecord,
 )
+from queues.text import storable
 
 _INT4 = (-(2**31), 2**31 - 1)
 _REQUIRED_TEXT = (
@@ -204,11 +205,6 @@ def content_records(messages: Sequence[NewMessage], now: float) -> list[tuple[An
     ]
 
 
-def _clean(text: str | None) -> str | None:
-    # Reply text comes from remote servers: a NUL must not block the whole outcome batch.
-    return None if text is None else text.replace("\x00", "\ufffd")
-
-
 def outcome_params(outcomes: Sequence[OutcomeRecord]) -> tuple[list[str], str]:
     """The `record_outcomes` query's ids ($4) and jsonb outcomes by id ($5).
 
@@ -229,9 +225,9 @@ def outcome_params(outcomes: Sequence[OutcomeRecord]) -> tuple[list[str], str]:
             bool(o.counts_attempt),
             None if o.retry_at is None else float(o.retry_at),
             code,
-            _clean(o.reply_text),
-            _clean(o.source_ip),
-            _clean(o.platform_domain),
-            _clean(o.mx_host),
+            storable(o.reply_text),
+            storable(o.source_ip),
+            storable(o.platform_domain),
+            storable(o.mx_host),
         ]
     return list(latest), json.dumps(latest)

@@ -143,9 +143,13 @@ class SqliteQueue:
             return 0
         batch = list(outcomes)
         delivery.check_outcomes(batch)
-        return await self._db.write(
-            partial(delivery.record_outcomes, lease=lease, outcomes=batch, now=time.time())
-        )
+        try:
+            return await self._db.write(
+                partial(delivery.record_outcomes, lease=lease, outcomes=batch, now=time.time())
+            )
+        except (sqlite3.DataError, sqlite3.IntegrityError, sqlite3.InterfaceError) as e:
+            # The batch's data, not the database: the caller may split it (nothing written).
+            raise InvalidQueueInput("outcomes", f"refused by SQLite: {e}") from e
 
     async def recover(
         self, now: float, ambiguous_policy: dict[str, str] | None = None

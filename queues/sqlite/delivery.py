@@ -22,6 +22,7 @@ from queues.protocol import (
 )
 from queues.sqlite.leases import is_current
 from queues.sqlite.sql import Q
+from queues.text import storable
 
 _NEEDS_RETRY_AT = frozenset({MessageState.DEFERRED, MessageState.QUEUED})
 _EXPIRES_AT = 15  # column of claim_candidates
@@ -97,6 +98,11 @@ def check_outcomes(outcomes: Sequence[OutcomeRecord]) -> None:
             raise InvalidQueueInput(
                 "retry_at", f"required for {outcome.state.value} (message {outcome.id})"
             )
+        code = outcome.reply_code
+        if code is not None and (type(code) is not int or not 0 <= code <= 999):
+            raise InvalidQueueInput(
+                "reply_code", f"expected 0..999, got {code!r} (message {outcome.id})"
+            )
 
 
 def record_outcomes(
@@ -113,10 +119,11 @@ def record_outcomes(
                 1 if o.counts_attempt else 0,
                 o.retry_at,
                 o.reply_code,
-                o.reply_text,
-                o.source_ip,
-                o.platform_domain,
-                o.mx_host,
+                # Remote text: surrogates or NULs in one field must not block the batch.
+                storable(o.reply_text),
+                storable(o.source_ip),
+                storable(o.platform_domain),
+                storable(o.mx_host),
                 now,
                 o.id,
                 lease.worker_id,
