@@ -11,7 +11,17 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from queues.accounts import (
+        Account,
+        AccountSeed,
+        AccountStatus,
+        ApiKey,
+        KeyScope,
+        NewApiKey,
+    )
 
 
 class MessageState(enum.StrEnum):
@@ -283,3 +293,53 @@ class Queue(Protocol):
     async def cancel(self, account: str, campaign: str | None = None) -> int:
         """Queued and deferred messages of `account` (only of `campaign` when given)
         become `cancelled`; returns how many. Messages being sent are left alone."""
+
+    async def ping(self) -> None:
+        """Answer when the store answers (readiness); raises when it does not."""
+
+    # -- accounts and API keys (types in queues/accounts.py) ------------------------------
+
+    async def seed_accounts(self, seeds: Sequence[AccountSeed]) -> list[str]:
+        """Insert the config-declared accounts that are absent (id = config name), trusted
+        and marked config-seeded; an existing one (by id or name) is left untouched.
+        Returns the ids inserted. Safe to run concurrently and on every start."""
+
+    async def create_account(
+        self,
+        name: str,
+        *,
+        author_domains: Sequence[str] = (),
+        pool: str | None = None,
+        trusted: bool = False,
+        account_id: str | None = None,
+    ) -> Account:
+        """A new account with a fresh immutable id; AccountExists when the name is taken."""
+
+    async def get_account(self, account_id: str) -> Account | None:
+        """The account with this id."""
+
+    async def find_account(self, ref: str) -> Account | None:
+        """The account with this id, else the one with this name."""
+
+    async def list_accounts(self, *, after: str | None = None, limit: int = 100) -> list[Account]:
+        """Accounts in id order, after the id `after` (a cursor)."""
+
+    async def rename_account(self, account_id: str, name: str) -> Account:
+        """Change the name (the id stays); AccountNotFound, AccountExists."""
+
+    async def set_account_status(self, account_id: str, status: AccountStatus) -> Account:
+        """Pause or resume an account; AccountNotFound."""
+
+    async def create_api_key(
+        self, account_id: str, scope: KeyScope | str, label: str = ""
+    ) -> NewApiKey:
+        """A new key; only its hash is stored, the token is returned this once."""
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        """The stored key (hash included) with this id, revoked or not."""
+
+    async def list_api_keys(self, account_id: str) -> list[ApiKey]:
+        """Every key of the account, oldest first."""
+
+    async def revoke_api_key(self, account_id: str, key_id: str) -> bool:
+        """Revoke one key of the account; False when it has no such active key."""

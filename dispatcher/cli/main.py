@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from dispatcher.config import Config, ConfigError, load_config
+from queues.accounts import AccountError
 from queues.protocol import QueueError
 
 T = TypeVar("T")
@@ -344,15 +345,34 @@ def cmd_dkim(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
+    from dispatcher.engine.runtime import open_store, seed_accounts
+
     config = _load(args.config)
+
+    async def seed() -> list[str]:
+        queue = await open_store(config)  # on SQLite this creates the schema and seeds
+        try:
+            return await seed_accounts(queue, config)
+        finally:
+            await queue.close()
+
     if config.queue.backend != "postgres":
         print("db migrate: queue.backend is sqlite; its schema is created on open", file=sys.stderr)
+        _run(seed())
         return 0
     from queues.postgres.migrate import migrate
 
     version = _run(migrate(config.queue.dsn))
     print(f"schema at version {version}")
+    inserted = _run(seed())
+    print(f"accounts seeded from config: {len(inserted)} new", file=sys.stderr)
     return 0
+
+
+def cmd_accounts(args: argparse.Namespace) -> int:
+    from dispatcher.cli.accounts import run
+
+    return _run(run(args, _load(args.config)))
 
 
 def cmd_bench(argv: list[str]) -> int:
@@ -420,6 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--config")
     m.set_defaults(func=cmd_db)
 
+    from dispatcher.cli.accounts import add_parser as add_accounts
+
+    add_accounts(sub, cmd_accounts)
+
     sub.add_parser("bench", help="benchmarks (see bench/README.md)", add_help=False)
     return p
 
@@ -439,6 +463,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except AccountError as e:
+        print(f"accounts: {e}", file=sys.stderr)
         return 2
     except QueueError as e:
         print(f"queue error: {e}", file=sys.stderr)

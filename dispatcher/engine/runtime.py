@@ -12,6 +12,7 @@ message moves; `close` releases the queue and this process's worker locks.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -27,7 +28,10 @@ from dispatcher.routing.router import Router
 from dispatcher.telemetry.metrics import Metrics
 from ip_pools import PoolSet
 from queues import open_queue
+from queues.accounts import AccountSeed
 from queues.protocol import EnqueueResult, NewMessage, Queue
+
+log = logging.getLogger(__name__)
 
 
 def make_queue(config: Config) -> Queue:
@@ -36,6 +40,34 @@ def make_queue(config: Config) -> Queue:
     if q.backend == "postgres":
         return open_queue("postgres", dsn=q.dsn, lease_ttl=q.lease_ttl)
     return open_queue("sqlite", path=q.path, synchronous=q.synchronous, lease_ttl=q.lease_ttl)
+
+
+def account_seeds(config: Config) -> list[AccountSeed]:
+    """The accounts declared in config.toml, as store seeds (the config name is the id)."""
+    return [AccountSeed(a.name, a.author_domains, a.pool) for a in config.accounts]
+
+
+async def seed_accounts(queue: Queue, config: Config) -> list[str]:
+    """Insert the config's accounts that the store lacks (never overwriting one); returns
+    the ids inserted. Run by `db migrate` and, on SQLite, at every open (first start)."""
+    inserted = await queue.seed_accounts(account_seeds(config))
+    if inserted:
+        log.info("seeded accounts from config: %s", ", ".join(inserted))
+    return inserted
+
+
+async def open_store(config: Config) -> Queue:
+    """The configured queue, opened; on SQLite the config's accounts are seeded (the
+    embedded store has no separate migrate step)."""
+    queue = make_queue(config)
+    await queue.open()
+    if config.queue.backend == "sqlite":
+        try:
+            await seed_accounts(queue, config)
+        except BaseException:
+            await queue.close()
+            raise
+    return queue
 
 
 class Runtime:
@@ -73,8 +105,7 @@ class Runtime:
         keys = KeyStore.load(config.dkim)
         verp = Verp.from_file(config.verp.secret_file, config.verp.prefix)
         factory = MessageFactory.from_config(config, verp)
-        queue = make_queue(config)
-        await queue.open()
+        queue = await open_store(config)
         return cls(config, queue, keys, verp, factory, Metrics())
 
     def build(self, payloads: Sequence[Mapping[str, object]]) -> list[NewMessage]:

@@ -32,13 +32,15 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from queues.accounts import Account, AccountSeed, AccountStatus, ApiKey, KeyScope, NewApiKey
+from queues.postgres.accounts import Accounts
 from queues.postgres.batches import outcome_params
 from queues.postgres.connection import Database
 from queues.postgres.enqueue import enqueue_many
 from queues.postgres.errors import QueueTimeout, QueueUnavailable
 from queues.postgres.heartbeat import HeartbeatConnection
 from queues.postgres.listener import WorkListener
-from queues.postgres.migrate import check_version, schema_version
+from queues.postgres.migrate import applied_versions, check_applied
 from queues.postgres.sql import QUERIES
 from queues.protocol import (
     ClaimedMessage,
@@ -94,6 +96,7 @@ class PostgresQueue:
         # Expiry of this process's leases as last renewed: heartbeat() knows when it is
         # too late without asking the server.
         self._lease_expiry: dict[Lease, float] = {}
+        self._accounts = Accounts(self._db)
 
     def __repr__(self) -> str:  # never show the DSN: it may hold a password
         return f"<PostgresQueue round_trips={self.round_trips}>"
@@ -115,8 +118,8 @@ class PostgresQueue:
         await self._db.open()
         try:
             async with self._db.connection() as conn:
-                found = await schema_version(conn.raw)
-            check_version(found)
+                applied = await applied_versions(conn.raw)
+            check_applied(applied)
         except BaseException:
             await self._db.close()
             raise
@@ -370,3 +373,55 @@ class PostgresQueue:
             total += n
             if n < _PRUNE_BATCH:
                 return total
+
+    async def ping(self) -> None:
+        """One trivial statement through the pool."""
+        await self._db.fetchval("SELECT 1")
+
+    # -- accounts and API keys (accounts.py) -------------------------------------------
+
+    async def seed_accounts(self, seeds: Sequence[AccountSeed]) -> list[str]:
+        """Insert-if-absent in one statement."""
+        return await self._accounts.seed(seeds)
+
+    async def create_account(
+        self,
+        name: str,
+        *,
+        author_domains: Sequence[str] = (),
+        pool: str | None = None,
+        trusted: bool = False,
+        account_id: str | None = None,
+    ) -> Account:
+        return await self._accounts.create(
+            name, author_domains=author_domains, pool=pool, trusted=trusted, account_id=account_id
+        )
+
+    async def get_account(self, account_id: str) -> Account | None:
+        return await self._accounts.get(account_id)
+
+    async def find_account(self, ref: str) -> Account | None:
+        return await self._accounts.find(ref)
+
+    async def list_accounts(self, *, after: str | None = None, limit: int = 100) -> list[Account]:
+        return await self._accounts.listing(after, limit)
+
+    async def rename_account(self, account_id: str, name: str) -> Account:
+        return await self._accounts.rename(account_id, name)
+
+    async def set_account_status(self, account_id: str, status: AccountStatus) -> Account:
+        return await self._accounts.set_status(account_id, status)
+
+    async def create_api_key(
+        self, account_id: str, scope: KeyScope | str, label: str = ""
+    ) -> NewApiKey:
+        return await self._accounts.create_key(account_id, scope, label)
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        return await self._accounts.get_key(key_id)
+
+    async def list_api_keys(self, account_id: str) -> list[ApiKey]:
+        return await self._accounts.keys_of(account_id)
+
+    async def revoke_api_key(self, account_id: str, key_id: str) -> bool:
+        return await self._accounts.revoke(account_id, key_id)

@@ -11,7 +11,7 @@ import asyncpg
 
 from queues.postgres.connection import translated_errors
 from queues.postgres.errors import SchemaMismatch
-from queues.postgres.sql import LATEST_VERSION, MIGRATIONS
+from queues.postgres.sql import KNOWN_VERSIONS, LATEST_VERSION, MIGRATIONS
 
 # Arbitrary, fixed: pg_advisory_lock key shared by every migrating process.
 _LOCK_KEY = 0x6D64_6D69_6772  # "mdmigr"
@@ -32,6 +32,24 @@ async def schema_version(conn: asyncpg.Connection) -> int:
         return 0
     version: int = await conn.fetchval("SELECT coalesce(max(version), 0) FROM md_schema_version")
     return version
+
+
+async def applied_versions(conn: asyncpg.Connection) -> set[int]:
+    """Every migration applied so far (empty for a database never migrated)."""
+    exists = await conn.fetchval("SELECT to_regclass('md_schema_version') IS NOT NULL")
+    if not exists:
+        return set()
+    rows = await conn.fetch("SELECT version FROM md_schema_version")
+    return {int(r["version"]) for r in rows}
+
+
+def check_applied(applied: set[int]) -> None:
+    """Raise SchemaMismatch unless exactly the migrations this code knows are applied."""
+    unknown = applied - KNOWN_VERSIONS
+    if unknown:
+        check_version(max(unknown))
+    if KNOWN_VERSIONS - applied:
+        check_version(min(KNOWN_VERSIONS - applied) - 1)
 
 
 def check_version(found: int) -> None:
@@ -67,10 +85,12 @@ async def migrate(dsn: str, *, connect_timeout: float = 10.0) -> int:
             # Session-level lock, released when the connection closes.
             await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
             await conn.execute(_CREATE_VERSION_TABLE)
-            current = await schema_version(conn)
-            if current > LATEST_VERSION:
-                check_version(current)
-            for step in MIGRATIONS[current:]:
+            applied = await applied_versions(conn)
+            if applied - KNOWN_VERSIONS:
+                check_version(max(applied - KNOWN_VERSIONS))
+            for step in MIGRATIONS:
+                if step.version in applied:
+                    continue
                 async with conn.transaction():
                     await conn.execute(step.sql)
                     await conn.execute(

@@ -23,8 +23,8 @@ class Migration:
     sql: str
 
 
-def _load_queries() -> dict[str, str]:
-    text = resources.files(__package__).joinpath("queries.sql").read_text("utf-8")
+def _load_queries(filename: str = "queries.sql") -> dict[str, str]:
+    text = resources.files(__package__).joinpath(filename).read_text("utf-8")
     parts = _NAME.split(text)
     # parts = [preamble, name1, body1, name2, body2, ...]
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
@@ -39,11 +39,15 @@ def _load_migrations() -> tuple[Migration, ...]:
             found.append(Migration(int(m.group(1)), entry.name, entry.read_text("utf-8")))
     found.sort(key=lambda mig: mig.version)
     versions = [mig.version for mig in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migrations must be numbered 1..n without gaps, found {versions}")
+    # Numbers are handed out to parallel work ahead of time, so one may land before a
+    # smaller one: `migrate` applies every step not yet applied, in number order.
+    if not versions or versions[0] != 1 or len(set(versions)) != len(versions):
+        raise RuntimeError(f"migrations must be numbered from 1, each once, found {versions}")
     return tuple(found)
 
 
 QUERIES: dict[str, str] = _load_queries()
+ACCOUNT_QUERIES: dict[str, str] = _load_queries("accounts.sql")
 MIGRATIONS: tuple[Migration, ...] = _load_migrations()
 LATEST_VERSION: int = MIGRATIONS[-1].version
+KNOWN_VERSIONS: frozenset[int] = frozenset(m.version for m in MIGRATIONS)

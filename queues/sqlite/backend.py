@@ -9,6 +9,20 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
+from queues.accounts import (
+    Account,
+    AccountNotFound,
+    AccountSeed,
+    AccountStatus,
+    ApiKey,
+    KeyScope,
+    NewApiKey,
+    check_account_id,
+    check_domains,
+    check_name,
+    make_key,
+    new_account_id,
+)
 from queues.protocol import (
     ClaimedMessage,
     EnqueueResult,
@@ -21,7 +35,7 @@ from queues.protocol import (
     RecoveryReport,
     StatusCounts,
 )
-from queues.sqlite import delivery, leases, status
+from queues.sqlite import accounts, delivery, leases, status
 from queues.sqlite.connection import SqliteConnection, transaction
 from queues.sqlite.enqueue import enqueue_batch
 from queues.sqlite.locks import OwnLocks, lock_dir
@@ -204,6 +218,93 @@ class SqliteQueue:
         """Cancel the account's (or campaign's) queued and deferred messages."""
         return await self._db.write(
             partial(status.cancel, account=account, campaign=campaign, now=time.time())
+        )
+
+    async def ping(self) -> None:
+        """One trivial statement on the connection thread."""
+        await self._db.run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # -- accounts and API keys -----------------------------------------------------------
+
+    async def seed_accounts(self, seeds: Sequence[AccountSeed]) -> list[str]:
+        """Insert-if-absent, one transaction for all seeds."""
+        batch = [
+            AccountSeed(check_account_id(s.id), check_domains(list(s.author_domains)), s.pool)
+            for s in seeds
+        ]
+        if not batch:
+            return []
+        return await self._db.write(partial(accounts.seed, seeds=batch, now=time.time()))
+
+    async def create_account(
+        self,
+        name: str,
+        *,
+        author_domains: Sequence[str] = (),
+        pool: str | None = None,
+        trusted: bool = False,
+        account_id: str | None = None,
+    ) -> Account:
+        """A new account (AccountExists when the name or id is taken)."""
+        return await self._db.write(
+            partial(
+                accounts.create,
+                account_id=check_account_id(account_id or new_account_id()),
+                name=check_name(name),
+                author_domains=check_domains(list(author_domains)),
+                pool=pool,
+                trusted=trusted,
+                now=time.time(),
+            )
+        )
+
+    async def get_account(self, account_id: str) -> Account | None:
+        return await self._db.run(partial(accounts.by_id, account_id=account_id))
+
+    async def find_account(self, ref: str) -> Account | None:
+        found = await self.get_account(ref)
+        if found is None:
+            found = await self._db.run(partial(accounts.by_name, name=ref))
+        return found
+
+    async def list_accounts(self, *, after: str | None = None, limit: int = 100) -> list[Account]:
+        return await self._db.run(
+            partial(accounts.listing, after=after, limit=max(0, min(limit, 1000)))
+        )
+
+    async def rename_account(self, account_id: str, name: str) -> Account:
+        return await self._db.write(
+            partial(accounts.rename, account_id=account_id, name=check_name(name), now=time.time())
+        )
+
+    async def set_account_status(self, account_id: str, status: AccountStatus) -> Account:
+        return await self._db.write(
+            partial(
+                accounts.set_status,
+                account_id=account_id,
+                status=AccountStatus(status),
+                now=time.time(),
+            )
+        )
+
+    async def create_api_key(
+        self, account_id: str, scope: KeyScope | str, label: str = ""
+    ) -> NewApiKey:
+        made = make_key(account_id, scope, label, time.time())
+        await self._db.write(partial(accounts.insert_key, key=made.key))
+        return made
+
+    async def get_api_key(self, key_id: str) -> ApiKey | None:
+        return await self._db.run(partial(accounts.key_by_id, key_id=key_id))
+
+    async def list_api_keys(self, account_id: str) -> list[ApiKey]:
+        if await self.get_account(account_id) is None:
+            raise AccountNotFound(f"no account {account_id!r}", field="account_id")
+        return await self._db.run(partial(accounts.keys_of, account_id=account_id))
+
+    async def revoke_api_key(self, account_id: str, key_id: str) -> bool:
+        return await self._db.write(
+            partial(accounts.revoke, account_id=account_id, key_id=key_id, now=time.time())
         )
 
 

@@ -82,3 +82,31 @@ CREATE TABLE IF NOT EXISTS counters (
 );
 
 INSERT INTO counters (name, value) VALUES ('worker_epoch', 0) ON CONFLICT (name) DO NOTHING;
+
+-- Accounts (queues/accounts.py): the id is immutable (messages refer to it), the name can
+-- change. author_domains is a JSON array. Config-seeded rows are inserted if absent, never
+-- updated by a later seeding.
+CREATE TABLE IF NOT EXISTS accounts (
+    id             TEXT PRIMARY KEY,
+    name           TEXT NOT NULL UNIQUE,
+    status         TEXT NOT NULL CHECK (status IN ('active', 'paused')),
+    trusted        INTEGER NOT NULL,
+    config_seeded  INTEGER NOT NULL,
+    author_domains TEXT NOT NULL,
+    pool           TEXT,
+    created_at     REAL NOT NULL,
+    updated_at     REAL NOT NULL
+) WITHOUT ROWID;
+
+-- API keys: only the SHA-256 of the token is kept.
+CREATE TABLE IF NOT EXISTS api_keys (
+    id          TEXT PRIMARY KEY,
+    account_id  TEXT NOT NULL REFERENCES accounts (id),
+    scope       TEXT NOT NULL CHECK (scope IN ('send', 'full')),
+    label       TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    revoked_at  REAL
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS api_keys_account ON api_keys (account_id, created_at);
