@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
+
+import pytest
+
+from tests.support.smtp_server import Action, Behaviour, Message, ServerFactory, SmtpServer
 
 
 def pytest_asyncio_loop_factories(
@@ -25,3 +29,27 @@ if os.environ.get("CI"):
 
     settings.register_profile("ci", derandomize=True, database=None)
     settings.load_profile("ci")
+
+
+@pytest.fixture
+async def smtp_server() -> AsyncIterator[ServerFactory]:
+    """Starts shared SMTP test servers (tests/support/smtp_server.py); all stopped at teardown.
+
+    `s = await smtp_server(rcpt="550 5.1.1 no such user")`, or with a Behaviour first.
+    """
+    servers: list[SmtpServer] = []
+
+    async def start(
+        behaviour: Behaviour | None = None,
+        *,
+        host: str = "127.0.0.1",
+        on_message: Callable[[Message], None] | None = None,
+        **replies: Action,
+    ) -> SmtpServer:
+        server = await SmtpServer(behaviour, on_message=on_message, **replies).start(host)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        await server.stop()
