@@ -43,7 +43,10 @@ ascii_locals = st.lists(atoms, min_size=1, max_size=4).map(".".join)
 unicode_locals = st.text(st.characters(whitelist_categories=("Ll", "Lu", "Lo")), min_size=1)
 # "=?" is refused in local parts (readers decode it as an encoded-word).
 locals_ = (ascii_locals | unicode_locals).filter(lambda s: len(s.encode()) <= 64 and "=?" not in s)
-labels = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
+# "--" in the third and fourth positions is reserved (RFC 5891 4.2.3.1): not a valid label.
+labels = st.from_regex(r"[a-z0-9](?:[a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True).filter(
+    lambda label: label[2:4] != "--"
+)
 domains = st.builds(
     lambda ls, tld: ".".join([*ls, tld]),
     st.lists(labels, min_size=1, max_size=3),
