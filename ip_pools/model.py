@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+
+from ip_pools.warmup import WarmupAssignment
+
+
+class IpState(enum.StrEnum):
+    """An IP's configured state. `warming` IPs follow their warmup schedule's caps and are
+    `active` once it is done; `paused` IPs open no sessions."""
+
+    ACTIVE = "active"
+    WARMING = "warming"
+    PAUSED = "paused"
 
 
 @dataclass(frozen=True, slots=True)
 class SourceIp:
-    """A source address the sending sockets bind, with its EHLO name and rotation weight."""
+    """A source address the sending sockets bind, with its EHLO name and weight."""
 
     address: str
     ehlo: str
     weight: int = 1
+    state: IpState = IpState.ACTIVE
+    warmup: WarmupAssignment | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,13 +37,23 @@ class PlatformDomain:
     sign: bool = True
 
 
+OVERFLOW_WAIT = "wait"
+
+
 @dataclass(frozen=True, slots=True)
 class PoolSpec:
-    """A named pool: IPs and platform domains rotated by weight."""
+    """A named pool: IPs and platform domains rotated by weight.
+
+    `overflow` is where mail goes when no IP of this pool has room: "wait", or another pool's
+    name (written `pool:NAME` in config). A `probation` pool never overflows into one that is
+    not (new accounts must not burn warm IPs).
+    """
 
     name: str
     ips: tuple[SourceIp, ...]
     domains: tuple[PlatformDomain, ...]
+    overflow: str = OVERFLOW_WAIT
+    probation: bool = False
 
 
 @dataclass(frozen=True, slots=True)
