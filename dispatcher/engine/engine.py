@@ -128,6 +128,9 @@ class Engine:
         self._lease: Lease | None = None
         self._marks: MarkWriter | None = None
         self._outcomes: OutcomeWriter | None = None
+        # Set the moment the stop flag is seen: messages started after it are counted.
+        self._stop_seen_at: float | None = None
+        self.mails_after_stop = 0
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -155,6 +158,7 @@ class Engine:
             asyncio.create_task(self._outcomes.run(), name="outcome-writer"),
             asyncio.create_task(self._heartbeat(lease, stop), name="heartbeat"),
             asyncio.create_task(self._recovery(stop), name="recovery"),
+            asyncio.create_task(self._watch_stop(stop), name="stop-watch"),
         }
         claim = asyncio.create_task(self._claim_loop(lease, slots, stop, drain), name="claim")
         try:
@@ -183,7 +187,21 @@ class Engine:
             self._sign_pool.shutdown(wait=False)
             self._sign_pool = None
             self._stats.finished = time.monotonic()
+            if self._stop_seen_at is not None:
+                log.info(
+                    "stopped: mails_after_stop=%d shutdown_seconds=%.3f",
+                    self.mails_after_stop,
+                    time.monotonic() - self._stop_seen_at,
+                )
         return self._stats
+
+    async def _watch_stop(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stop_seen_at = time.monotonic()
+
+    def _message_started(self) -> None:
+        if self._stop_seen_at is not None:
+            self.mails_after_stop += 1
 
     async def _claim_loop(
         self, lease: Lease, slots: asyncio.Semaphore, stop: asyncio.Event, drain: bool
@@ -339,6 +357,7 @@ class Engine:
                 self._request_mark,
                 self._attempted,
                 self._spawn,
+                self._message_started,
             )
             self._lanes[key] = lane
         return lane

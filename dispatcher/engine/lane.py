@@ -93,6 +93,7 @@ class Lane:
         mark: MarkFn,
         done: DoneFn,
         spawn: Callable[[Awaitable[None]], asyncio.Task[None]],
+        started: Callable[[], None] | None = None,
     ) -> None:
         self.key = key
         self._settings = settings
@@ -102,6 +103,7 @@ class Lane:
         self._mark = mark
         self._done = done
         self._spawn = spawn
+        self._started = started  # told when a message's MAIL is about to be written
         self._ready: deque[Work] = deque()
         self._has_work = asyncio.Event()
         self.sessions = 0
@@ -270,6 +272,8 @@ class Lane:
                 text = f"5.6.0 cannot sign: {e}"
                 return Attempt(work, SendResult(Phase.LOCAL, 554, text[:300]), host.name)
             mark = self._mark(work.message.id)
+            if self._started is not None:
+                self._started()
         msg = work.message
         if not (self._settings.send_ahead and session.pipelining):
             result = await session.send(work.mail_from, msg.rcpt, body, mark, smtputf8=msg.smtputf8)
@@ -307,4 +311,6 @@ class Lane:
         except ValueError:
             return None  # it fails on its own turn, without a look-ahead
         self._ready.popleft()
+        if self._started is not None:
+            self._started()
         return _Next(work, body, self._mark(work.message.id))

@@ -18,6 +18,7 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=3)
     p.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
     p.add_argument("--kills", type=int, default=0, help="default: max(20, duration / 4)")
+    p.add_argument("--terms", type=int, default=4, help="SIGTERMs of random workers (timed)")
     p.add_argument("--fault-rate", type=float, default=0.3)
     p.add_argument("--drain-timeout", type=float, default=240.0)
     p.add_argument("--no-pg-restart", action="store_true")
@@ -36,6 +37,7 @@ def main() -> int:
         workers=a.workers,
         backend=a.backend,
         kills=a.kills,
+        terms=a.terms,
         restart_postgres=not a.no_pg_restart,
         fault_rate=a.fault_rate,
         drain_timeout=a.drain_timeout,

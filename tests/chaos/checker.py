@@ -41,6 +41,11 @@ class Verdict:
     unfinished: int = 0  # still queued or deferred when the run ended
     violations: int = 0  # any other broken rule
     faults: int = 0
+    # Held messages the sink never received (nothing of them arrived whole): the cost of
+    # the committing window. `recovered`: made ambiguous by recovery of a lost worker.
+    unreceived_ambiguous: int = 0
+    recovered: int = 0
+    recovered_unreceived: int = 0
     states: Counter[str] = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
 
@@ -96,6 +101,9 @@ def check(ids: Iterable[str], fates: Mapping[str, Fate], events: Iterable[SinkEv
                 v._note(f"{msg_id}: {received[0].ending} at the sink but {state.value}")
         if state == MessageState.AMBIGUOUS:
             v.ambiguous += 1
+            v.unreceived_ambiguous += not received
+            v.recovered += fate.recovered
+            v.recovered_unreceived += fate.recovered and not received
             explained = fate.recovered or any(
                 e.fault is not None and BY_NAME[e.fault].ambiguous for e in evs
             )

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import inspect
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from dispatcher.engine.runtime import Runtime
 from dispatcher.message.verp import Verp
 from queues.protocol import MessageState
 from tests.chaos.checker import Fate, Verdict, check
-from tests.chaos.setup import payload, write_config
+from tests.chaos.setup import DISPATCH, payload, write_config
 from tests.chaos.sink import read_events
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +54,7 @@ class ChaosOptions:
     workers: int = 3
     backend: str = "postgres"
     kills: int = 0  # 0: max(20, one every 4 seconds)
+    terms: int = 4  # SIGTERMs of random workers during the faults (graceful stops, timed)
     restart_postgres: bool = True
     stop_worker: bool = True
     fault_rate: float = 0.3
@@ -73,19 +75,54 @@ class ChaosReport:
     enqueued: int = 0
     elapsed: float = 0.0
     workdir: Path = field(default_factory=Path)
+    terms: int = 0
+    # Graceful stops (SIGTERM during the run and at its end): seconds from the signal to
+    # the process's exit, and the MAIL commands each engine wrote after its stop flag.
+    shutdowns: list[float] = field(default_factory=list)
+    mails_after_stop: list[int] = field(default_factory=list)
+
+    @property
+    def longest_shutdown(self) -> float:
+        return max(self.shutdowns, default=0.0)
 
     def line(self) -> str:
         v = self.verdict
         states = " ".join(f"{k}={n}" for k, n in sorted(v.states.items()))
+        per_kill = max(1, self.kills)
         return (
             f"chaos: seed={self.options.seed} backend={self.options.backend} "
-            f"messages={v.messages} kills={self.kills} stops={self.stops} "
+            f"messages={v.messages} kills={self.kills} stops={self.stops} terms={self.terms} "
             f"pg_restarts={self.pg_restarts} exits={self.exits} crashes={self.crashes} "
             f"faults={v.faults} "
             f"lost={v.lost} duplicates={v.duplicates} ambiguous={v.ambiguous} "
             f"unfinished={v.unfinished} violations={v.violations} [{states}] "
+            f"held_unreceived={v.unreceived_ambiguous} "
+            f"held_recovered={v.recovered} held_recovered_unreceived={v.recovered_unreceived} "
+            f"per_kill: held={v.recovered / per_kill:.1f} "
+            f"unreceived={v.recovered_unreceived / per_kill:.1f} | "
+            f"mails_after_stop={sum(self.mails_after_stop)} "
+            f"(max {max(self.mails_after_stop, default=0)} of {len(self.mails_after_stop)} "
+            f"stops) longest_shutdown={self.longest_shutdown:.2f}s "
+            f"(shutdown_timeout {_shutdown_timeout():g}s) "
             f"elapsed={self.elapsed:.0f}s"
         )
+
+
+def _shutdown_timeout() -> float:
+    from dispatcher.config import parse_duration
+
+    return parse_duration(str(DISPATCH["shutdown_timeout"]), "dispatch.shutdown_timeout")
+
+
+_STOPPED = re.compile(rb"stopped: mails_after_stop=(\d+)")
+
+
+def mails_after_stop(logs: Path) -> list[int]:
+    """What each gracefully stopped engine logged (one figure per worker log that has it)."""
+    out: list[int] = []
+    for log in sorted(logs.glob("worker-*.log")):
+        out += [int(m.group(1)) for m in _STOPPED.finditer(log.read_bytes())]
+    return out
 
 
 class Workers:
@@ -100,6 +137,9 @@ class Workers:
         self._started = 0
         self.stopped: subprocess.Popen[bytes] | None = None
         self.kills = 0
+        self.terms = 0
+        self.shutdowns: list[float] = []  # seconds from SIGTERM to exit
+        self._stopping: set[asyncio.Task[None]] = set()
         self.exits = 0  # exited by themselves (e.g. the stopped one, its lease lost)
         self.crashes = 0  # ... with a non-zero status
 
@@ -131,6 +171,36 @@ class Workers:
         self.procs.remove(victim)
         self.kills += 1
         self.start_one()
+
+    def term_random(self, rng: random.Random) -> None:
+        """SIGTERM a random worker and time its exit; a replacement starts at once (as an
+        orchestrator rolling a deployment would)."""
+        live = [p for p in self.procs if p.poll() is None and p is not self.stopped]
+        if not live:
+            return
+        victim = rng.choice(live)
+        self.procs.remove(victim)
+        self.terms += 1
+        task = asyncio.ensure_future(self._timed_stop(victim))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+        self.start_one()
+
+    async def _timed_stop(self, proc: subprocess.Popen[bytes], within: float = 60.0) -> None:
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(proc.wait), timeout=within)
+        except TimeoutError:
+            proc.kill()
+            await asyncio.to_thread(proc.wait)
+        self.shutdowns.append(time.monotonic() - t0)
+
+    async def stop_all(self) -> None:
+        """SIGTERM every worker at once and time each exit (the end of a run)."""
+        self.resume()
+        procs, self.procs = self.procs, []
+        await asyncio.gather(*self._stopping, *(self._timed_stop(p) for p in procs))
 
     def stop_random(self, rng: random.Random) -> None:
         live = [p for p in self.procs if p.poll() is None]
@@ -234,6 +304,9 @@ async def _faults(opts: ChaosOptions, workers: Workers, t_end: float, report: Ch
     events: list[tuple[float, str]] = [
         (rng.uniform(0.03, 0.92) * d, "kill") for _ in range(n_kills)
     ]
+    # Graceful stops from their own generator, so the kill schedule of a seed is unchanged.
+    term_rng = random.Random(opts.seed + 1_000_003)
+    events += [(term_rng.uniform(0.1, 0.9) * d, "term") for _ in range(opts.terms)]
     if opts.stop_worker:
         # Past its lease (PostgreSQL) and a recovery pass; on SQLite the flock of a stopped
         # process is still held, so nobody may take over: the stop just pauses it.
@@ -247,6 +320,9 @@ async def _faults(opts: ChaosOptions, workers: Workers, t_end: float, report: Ch
         if what == "kill":
             workers.kill_random(rng)
             report.kills += 1
+        elif what == "term":
+            workers.term_random(term_rng)
+            report.terms += 1
         elif what == "stop":
             workers.stop_random(rng)
             report.stops += 1
@@ -352,7 +428,9 @@ async def run_chaos(opts: ChaosOptions) -> ChaosReport:
             await _wait_drained(rt, opts.drain_timeout)
             done.set()
             await supervisor
-            workers.terminate()
+            await workers.stop_all()
+            report.shutdowns = workers.shutdowns
+            report.mails_after_stop = mails_after_stop(work)
             report.exits = workers.exits
             report.crashes = workers.crashes
             report.kills = workers.kills
