@@ -171,7 +171,7 @@ class DispatchConfig:
     sessions_per_host: int = 20
     messages_per_session: int = 200
     max_message_bytes: int = 10 * 1024 * 1024
-    mark_interval: float = 0.002
+    mark_interval: float = 0.0  # 0: group commit without a fixed wait
     outcome_interval: float = 0.02
     poll_interval: float = 0.5
     shutdown_timeout: float = 30.0
@@ -348,7 +348,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
         sessions_per_host=d.integer("sessions_per_host", 20, minimum=1),
         messages_per_session=d.integer("messages_per_session", 200, minimum=1),
         max_message_bytes=d.integer("max_message_bytes", 10 * 1024 * 1024, minimum=1024),
-        mark_interval=d.duration("mark_interval", "2ms"),
+        mark_interval=d.duration("mark_interval", "0s"),
         outcome_interval=d.duration("outcome_interval", "20ms"),
         poll_interval=d.duration("poll_interval", "500ms"),
         shutdown_timeout=d.duration("shutdown_timeout", "30s"),

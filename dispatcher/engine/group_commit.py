@@ -1,8 +1,10 @@
 """Group commit: the `committing` marks and the outcomes of all sessions, written in batches.
 
-Every SMTP session asks for its mark when it sends MAIL and awaits it just before DATA; the
-marks gathered in a few milliseconds go to the queue in one write, so their latency hides
-behind the SMTP round trips. Outcomes are buffered and written in batches too, shielded from
+Every SMTP session asks for its mark once its body is written up to the final dot, and waits
+for it before writing the dot. A true group commit keeps that wait short: a request finding
+the writer idle is written at once (after the current loop turn, so requests of the same turn
+share it); requests arriving while a write is in flight are gathered and go out in one write
+the moment it returns. Outcomes are buffered and written in batches too, shielded from
 cancellation, and kept (bounded) while the queue is unreachable.
 """
 
@@ -23,9 +25,13 @@ log = logging.getLogger(__name__)
 
 
 class MarkWriter:
-    """Collects mark requests and grants them with one compare-and-set write per batch."""
+    """Collects mark requests and grants them with one compare-and-set write per batch.
 
-    def __init__(self, queue: Queue, lease: Lease, interval: float = 0.002) -> None:
+    `interval`: an optional wait before a write that starts from idle, to gather more marks
+    (0, the default: write at once; a busy writer gathers by itself).
+    """
+
+    def __init__(self, queue: Queue, lease: Lease, interval: float = 0.0) -> None:
         self._queue = queue
         self._lease = lease
         self._interval = interval
@@ -33,12 +39,14 @@ class MarkWriter:
         self._wake = asyncio.Event()
         self.batches = 0
         self.marks = 0
+        self.in_flight = False
 
     def request(self, message_id: str) -> asyncio.Future[bool]:
         """A future resolving True once the mark is durable, False if it was refused."""
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending[message_id] = fut
-        self._wake.set()
+        if not self.in_flight:
+            self._wake.set()
         return fut
 
     async def run(self) -> None:
@@ -46,10 +54,12 @@ class MarkWriter:
         try:
             while True:
                 await self._wake.wait()
-                # Wait a little so that marks of other sessions join this write.
-                await asyncio.sleep(self._interval)
                 self._wake.clear()
-                await self._flush()
+                if self._interval > 0:
+                    await asyncio.sleep(self._interval)
+                # Whatever arrived during a write goes out as soon as it returns.
+                while self._pending:
+                    await self._flush()
         finally:
             for fut in self._pending.values():
                 if not fut.done():
@@ -61,6 +71,7 @@ class MarkWriter:
         self._pending = {}
         if not batch:
             return
+        self.in_flight = True
         try:
             granted = await asyncio.shield(self._queue.mark_committing(self._lease, list(batch)))
         except asyncio.CancelledError:
@@ -68,6 +79,8 @@ class MarkWriter:
         except Exception as e:  # the queue is unreachable: refuse, the dot is never written
             log.warning("committing marks failed (%s): %d sessions will not send", e, len(batch))
             granted = set()
+        finally:
+            self.in_flight = False
         self.batches += 1
         self.marks += len(granted)
         if granted:

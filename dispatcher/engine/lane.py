@@ -9,6 +9,9 @@ With `send_ahead` (pipelining client), a session takes the next ready message wh
 one: its commands ride with the current dot (see `dispatcher.smtp.pipelining`). A look-ahead that
 never reaches its own dot because the session ended, the engine is closing or its message was
 not sendable is released (a `Phase.MARK` result: back to the queue, no attempt counted).
+
+Each message's `Commit` asks the group-commit writer for its mark when its session says (the
+body written up to the final dot) and passes the stop points around the dot.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from dispatcher.engine.stop_points import reached
 from dispatcher.routing.circuit import CircuitBreaker
 from dispatcher.routing.router import MxHost
 from dispatcher.smtp import make_session
-from dispatcher.smtp.session import Ahead, Phase, SendResult, Session, SessionTimeouts
+from dispatcher.smtp.session import Ahead, MarkAt, Phase, SendResult, Session, SessionTimeouts
 from ip_pools import Pick
 from queues.protocol import ClaimedMessage
 
@@ -42,13 +46,38 @@ class Work:
     signed: bytes | None = None  # the signed message, when signed ahead (off the loop)
 
 
+class MessageCommit:
+    """One message's committing mark: asked of the group-commit writer when the session
+    says (its body written up to the final dot), given up when the dot will not be written."""
+
+    __slots__ = ("_mark", "_request", "message_id")
+
+    def __init__(self, request: MarkFn, message_id: str) -> None:
+        self._request = request
+        self.message_id = message_id
+        self._mark: asyncio.Future[bool] | None = None
+
+    def request(self) -> asyncio.Future[bool]:
+        reached("after_body")
+        self._mark = self._request(self.message_id)
+        return self._mark
+
+    def cancel(self) -> None:
+        mark = self._mark
+        if mark is not None and not mark.done():
+            mark.cancel()
+
+    def dot_written(self) -> None:
+        reached("after_dot")
+
+
 @dataclass(slots=True)
 class _Next:
     """A look-ahead: taken from the ready queue while the previous message was sent."""
 
     work: Work
     body: bytes
-    mark: asyncio.Future[bool]
+    commit: MessageCommit
 
 
 def released(reason: str) -> SendResult:
@@ -78,6 +107,7 @@ class LaneSettings:
     idle_timeout: float = 2.0
     client: str = "pipelining"  # or "aiosmtplib" (dispatcher.smtp.CLIENTS)
     send_ahead: bool = False  # pipelining client: next message's commands ride with the dot
+    mark_at: str = MarkAt.DOT  # when the committing mark is asked for
 
 
 class Lane:
@@ -164,7 +194,7 @@ class Lane:
                     try:
                         if ahead_of is not None and self.closing:
                             # Shutting down: its commands may be on the wire, not its dot.
-                            ahead_of.mark.cancel()
+                            ahead_of.commit.cancel()
                             self._done(Attempt(work, released("shutting down"), None))
                             if session is not None:
                                 await session.close()
@@ -174,7 +204,7 @@ class Lane:
                             session, host, failure = await self._open(work)
                             if session is None:
                                 if ahead_of is not None:
-                                    ahead_of.mark.cancel()
+                                    ahead_of.commit.cancel()
                                 self._done(Attempt(work, failure, host.name if host else None))
                                 continue
                         assert host is not None
@@ -185,11 +215,11 @@ class Lane:
                             # A bug, not an SMTP outcome: still settle the message. If the
                             # dot may have been written, it is ambiguous, never resent.
                             log.exception("unexpected error sending %s", work.message.id)
-                            phase = Phase.DOT if session.dot_started else Phase.DATA
+                            phase = Phase.DOT if session.dot_written else Phase.DATA
                             text = f"internal error: {type(e).__name__}"
                             attempt = Attempt(
                                 work,
-                                SendResult(phase, None, text, session.dot_started, False),
+                                SendResult(phase, None, text, session.dot_written, False),
                                 host.name,
                             )
                         finally:
@@ -197,7 +227,7 @@ class Lane:
                         self._done(attempt)
                         if nxt is not None and not (attempt.result.reusable and session.is_open):
                             # The session ended with the look-ahead short of its dot.
-                            nxt.mark.cancel()
+                            nxt.commit.cancel()
                             self._done(Attempt(nxt.work, released("session ended"), host.name))
                             nxt = None
                         if (
@@ -212,7 +242,7 @@ class Lane:
             self.sessions -= 1
             if nxt is not None:
                 # Cancelled with a look-ahead taken: it never reached its dot.
-                nxt.mark.cancel()
+                nxt.commit.cancel()
                 self._done(Attempt(nxt.work, released("session cancelled"), None))
             if session is not None:
                 with contextlib.suppress(Exception):
@@ -240,6 +270,7 @@ class Lane:
                     ehlo_name=source.ehlo,
                     timeouts=self._settings.timeouts,
                     starttls=self._settings.starttls,
+                    mark_at=self._settings.mark_at,
                 )
                 result = await session.open()
                 if result is None:
@@ -264,19 +295,21 @@ class Lane:
         """Send `work` (a look-ahead when `ahead_of` is given); a look-ahead taken for the
         next message is appended to `taken` as soon as it is taken."""
         if ahead_of is not None:
-            body, mark = ahead_of.body, ahead_of.mark
+            body, commit = ahead_of.body, ahead_of.commit
         else:
             try:
                 body = self._prepare(work)
             except ValueError as e:  # unsignable message (DkimSignError, MessageFormatError)
                 text = f"5.6.0 cannot sign: {e}"
                 return Attempt(work, SendResult(Phase.LOCAL, 554, text[:300]), host.name)
-            mark = self._mark(work.message.id)
+            commit = MessageCommit(self._mark, work.message.id)
             if self._started is not None:
                 self._started()
         msg = work.message
         if not (self._settings.send_ahead and session.pipelining):
-            result = await session.send(work.mail_from, msg.rcpt, body, mark, smtputf8=msg.smtputf8)
+            result = await session.send(
+                work.mail_from, msg.rcpt, body, commit, smtputf8=msg.smtputf8
+            )
             return Attempt(work, result, host.name)
         pipelined = session
 
@@ -287,16 +320,17 @@ class Lane:
                 return None
             taken.append(nxt)
             m = nxt.work.message
-            return Ahead(nxt.work.mail_from, m.rcpt, nxt.mark, m.smtputf8)
+            return Ahead(nxt.work.mail_from, m.rcpt, nxt.commit, m.smtputf8)
 
         result = await session.send(
-            work.mail_from, msg.rcpt, body, mark, smtputf8=msg.smtputf8, ahead=ahead
+            work.mail_from, msg.rcpt, body, commit, smtputf8=msg.smtputf8, ahead=ahead
         )
         return Attempt(work, result, host.name)
 
     def _take_ahead(self, session: Session) -> _Next | None:
-        """The next ready message to pipeline behind this one, with its mark requested now
-        (its MAIL goes out with this message's dot); None when sending ahead does not apply."""
+        """The next ready message to pipeline behind this one (its MAIL goes out with this
+        message's dot; its mark is asked for after its own body); None when sending ahead
+        does not apply."""
         if (
             not self._ready
             or self.closing
@@ -313,4 +347,4 @@ class Lane:
         self._ready.popleft()
         if self._started is not None:
             self._started()
-        return _Next(work, body, self._mark(work.message.id))
+        return _Next(work, body, MessageCommit(self._mark, work.message.id))

@@ -1,8 +1,10 @@
 """Test hooks: stop this worker at a named point so a test can SIGKILL it exactly there.
 
-Disabled unless MAILDISPATCH_STOP_AT names a point (after_claim, after_mark, after_2xx,
-before_outcome_write). When reached (after MAILDISPATCH_STOP_SKIP earlier passes, default 0),
-the process prints `maildispatch: stopped at POINT` to stderr and SIGSTOPs itself.
+Disabled unless MAILDISPATCH_STOP_AT names a point (after_claim; after_body: the body written
+up to its final dot, the mark not yet asked for; after_mark: durable, the dot not yet written;
+after_dot: written, its reply not yet read; after_2xx; before_outcome_write). When reached
+(after MAILDISPATCH_STOP_SKIP earlier passes, default 0), the process prints
+`maildispatch: stopped at POINT` to stderr and SIGSTOPs itself.
 """
 
 from __future__ import annotations
@@ -11,7 +13,16 @@ import os
 import signal
 import sys
 
-POINTS = frozenset({"after_claim", "after_mark", "after_2xx", "before_outcome_write"})
+POINTS = frozenset(
+    {
+        "after_claim",
+        "after_body",
+        "after_mark",
+        "after_dot",
+        "after_2xx",
+        "before_outcome_write",
+    }
+)
 _ARMED = os.environ.get("MAILDISPATCH_STOP_AT") or None
 _skip = int(os.environ.get("MAILDISPATCH_STOP_SKIP", "0") or 0)
 if _ARMED is not None and _ARMED not in POINTS:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dispatcher.smtp.aiosmtplib_client import SmtpSession
 from dispatcher.smtp.pipelining import PipeliningSession
-from dispatcher.smtp.session import Session, SessionTimeouts
+from dispatcher.smtp.session import MarkAt, Session, SessionTimeouts
 
 __all__ = ["CLIENTS", "PipeliningSession", "Session", "SmtpSession", "make_session"]
 
@@ -28,6 +28,7 @@ def make_session(
     ehlo_name: str,
     timeouts: SessionTimeouts,
     starttls: bool = True,
+    mark_at: str = MarkAt.DOT,
 ) -> Session:
     """A session of the chosen client kind (one of `CLIENTS`)."""
     if client == "pipelining":
@@ -38,9 +39,16 @@ def make_session(
             ehlo_name=ehlo_name,
             timeouts=timeouts,
             starttls=starttls,
+            mark_at=mark_at,
         )
     if client != "aiosmtplib":
         raise ValueError(f"unknown SMTP client {client!r}; expected one of {CLIENTS}")
     return SmtpSession(
-        host, port, source_ip=source_ip, ehlo_name=ehlo_name, timeouts=timeouts, starttls=starttls
+        host,
+        port,
+        source_ip=source_ip,
+        ehlo_name=ehlo_name,
+        timeouts=timeouts,
+        starttls=starttls,
+        mark_at=mark_at,
     )

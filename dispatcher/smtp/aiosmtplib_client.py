@@ -1,7 +1,9 @@
 """The aiosmtplib-based client behind the `Session` seam (`[smtp] client = "aiosmtplib"`).
 
 It gives the same results as the pipelining client, in more round trips; it stays as the
-reference and the fallback.
+reference and the fallback. The same committing rule: after 354 the body is written up to its
+final dot, the mark is awaited while a read watches for an early reply or a lost link, then
+the dot is written.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import aiosmtplib
 from aiosmtplib.errors import (
@@ -20,11 +22,16 @@ from aiosmtplib.errors import (
 from dispatcher.smtp.reply import MAX_REPLY_LINES, ReplyError, ReplyTooLong, clean_text
 from dispatcher.smtp.session import (
     Ahead,
+    Commit,
+    MarkAt,
     Phase,
     SendResult,
     SessionTimeouts,
-    cancel_mark,
     describe_error,
+    lost_before_dot,
+    mark_refused,
+    mark_timed_out,
+    set_nodelay,
     tls_context,
 )
 
@@ -56,6 +63,7 @@ class SmtpSession:
         ehlo_name: str,
         timeouts: SessionTimeouts,
         starttls: bool = True,
+        mark_at: str = MarkAt.DOT,
     ) -> None:
         self.host = host
         self.port = port
@@ -63,9 +71,10 @@ class SmtpSession:
         self.ehlo_name = ehlo_name
         self.timeouts = timeouts
         self.want_tls = starttls
+        self.mark_at = mark_at
         self.tls_active = False
         self.sent = 0
-        self.dot_started = False  # set before the body is written: after it, never resend
+        self.dot_written = False  # flips when the final dot is written: after it, never resend
         self._client: aiosmtplib.SMTP | None = None
 
     @property
@@ -76,7 +85,7 @@ class SmtpSession:
     def pipelining(self) -> bool:
         return False  # aiosmtplib sends one command at a time: no send-ahead
 
-    def ahead_written(self, mark: Awaitable[bool]) -> bool:
+    def ahead_written(self, commit: Commit) -> bool:
         return False
 
     async def open(self) -> SendResult | None:
@@ -117,6 +126,12 @@ class SmtpSession:
             self._client = None
             return SendResult(Phase.CONNECT, None, describe_error(e), reusable=False)
         try:
+            assert client.transport is not None
+            set_nodelay(client.transport)
+        except OSError as e:
+            await self.close()
+            return SendResult(Phase.CONNECT, None, describe_error(e), reusable=False)
+        try:
             _checked(*await client.ehlo())
         except SMTPResponseException as e:
             await self.close()
@@ -140,28 +155,32 @@ class SmtpSession:
         mail_from: str,
         rcpt: str,
         body: bytes,
-        mark: Awaitable[bool],
+        commit: Commit,
         *,
         smtputf8: bool = False,
         ahead: Callable[[], Ahead | None] | None = None,
     ) -> SendResult:
-        """Send one envelope. `mark` is awaited before DATA; False means do not send.
+        """Send one envelope. `commit` is asked for its mark once the body is written up to
+        the final dot (with `mark_at` "data": with MAIL, awaited before DATA); False means
+        do not send.
 
         `ahead` is never called: this client does not pipeline (`pipelining` is False)."""
-        self.dot_started = False
+        self.dot_written = False
         client = self._client
         if client is None or not client.is_connected:
+            commit.cancel()
             return SendResult(Phase.CONNECT, None, "session not open", reusable=False)
         options: list[str] = []
         if smtputf8:
             if not client.supports_extension("smtputf8"):
-                cancel_mark(mark)
+                commit.cancel()
                 return SendResult(
                     Phase.LOCAL,
                     553,
                     "5.6.7 recipient needs SMTPUTF8, which the server does not offer",
                 )
             options.append("SMTPUTF8")
+        early = commit.request() if self.mark_at == MarkAt.DATA else None
         phase = Phase.MAIL
         try:
             _checked(
@@ -171,16 +190,17 @@ class SmtpSession:
             )
             phase = Phase.RCPT
             _checked(*await client.rcpt(rcpt, encoding="utf-8" if smtputf8 else "ascii"))
-            phase = Phase.MARK
-            if not await mark:
-                await self._reset()
-                return SendResult(Phase.MARK, None, "committing mark refused: lease lost")
+            if early is not None:
+                phase = Phase.MARK
+                if not await early:
+                    await self._reset()
+                    return SendResult(Phase.MARK, None, "committing mark refused: lease lost")
             phase = Phase.DATA
-            return await self._data(client, body)
+            return await self._data(client, body, commit, late=early is None)
         except SMTPResponseException as e:
             if phase == Phase.MARK:
                 phase = Phase.DATA
-            cancel_mark(mark)
+            commit.cancel()
             try:
                 text = _checked(e.code, e.message)
             except ReplyError as bad:
@@ -191,15 +211,20 @@ class SmtpSession:
                 await self._reset()
             return SendResult(phase, e.code, text, reusable=e.code != 421 and self.is_open)
         except ReplyError as e:
-            cancel_mark(mark)
+            commit.cancel()
             await self._drop()
             return SendResult(phase, None, describe_error(e), reusable=False)
         except (SMTPException, OSError, ValueError) as e:
-            cancel_mark(mark)
+            commit.cancel()
             await self.close()
             return SendResult(phase, None, describe_error(e), reusable=False)
+        except BaseException:
+            commit.cancel()
+            raise
 
-    async def _data(self, client: aiosmtplib.SMTP, body: bytes) -> SendResult:
+    async def _data(
+        self, client: aiosmtplib.SMTP, body: bytes, commit: Commit, *, late: bool
+    ) -> SendResult:
         protocol = client.protocol
         assert protocol is not None
         start = await protocol.execute_command(b"DATA", timeout=self.timeouts.command)
@@ -209,24 +234,91 @@ class SmtpSession:
         payload = _PERIOD.sub(b"..", body)
         if not payload.endswith(b"\r\n"):
             payload += b"\r\n"
-        self.dot_started = True
+        # A read armed from here on sees an early reply or a lost link while the mark is
+        # awaited; after the dot, the same read is the dot's reply.
+        reply_task: asyncio.Future[aiosmtplib.SMTPResponse] | None = None
         try:
-            protocol.write(payload + b".\r\n")
-        except (SMTPException, OSError) as e:
-            # The transport refused the write: nothing of the dot reached the wire.
-            await self.close()
-            return SendResult(Phase.DATA, None, describe_error(e), reusable=False)
-        try:
-            reply = await protocol.read_response(timeout=self.timeouts.data)
-            text = _checked(*reply)
-        except ReplyError as e:
-            await self._drop()
-            return SendResult(Phase.DOT, None, describe_error(e), dot_written=True, reusable=False)
-        except (SMTPException, OSError) as e:
-            await self.close()
-            return SendResult(Phase.DOT, None, describe_error(e), dot_written=True, reusable=False)
+            if late:
+                try:
+                    protocol.write(payload)
+                except (SMTPException, OSError) as e:
+                    commit.cancel()
+                    await self.close()
+                    return SendResult(Phase.DATA, None, describe_error(e), reusable=False)
+                payload = b""
+                mark = asyncio.ensure_future(commit.request())
+                reply_task = asyncio.ensure_future(protocol.read_response(timeout=None))
+                failure = await self._await_mark(mark, reply_task, commit)
+                if failure is not None:
+                    return failure
+            try:
+                protocol.write(payload + b".\r\n")
+            except (SMTPException, OSError) as e:
+                # The transport refused the write: nothing of the dot reached the wire.
+                commit.cancel()
+                await self.close()
+                return SendResult(Phase.DATA, None, describe_error(e), reusable=False)
+            self.dot_written = True
+            commit.dot_written()
+            if reply_task is None:
+                reply_task = asyncio.ensure_future(protocol.read_response(timeout=None))
+            try:
+                reply = await asyncio.wait_for(asyncio.shield(reply_task), self.timeouts.data)
+                text = _checked(*reply)
+            except ReplyError as e:
+                await self._drop()
+                return SendResult(
+                    Phase.DOT, None, describe_error(e), dot_written=True, reusable=False
+                )
+            except (SMTPException, OSError, TimeoutError) as e:
+                await self.close()
+                return SendResult(
+                    Phase.DOT, None, describe_error(e), dot_written=True, reusable=False
+                )
+        finally:
+            if reply_task is not None and not reply_task.done():
+                reply_task.cancel()
         self.sent += 1
         return SendResult(Phase.DOT, reply.code, text, dot_written=True, reusable=reply.code != 421)
+
+    async def _await_mark(
+        self,
+        mark: asyncio.Future[bool],
+        reply_task: asyncio.Future[aiosmtplib.SMTPResponse],
+        commit: Commit,
+    ) -> SendResult | None:
+        """None once the mark is durable; else the result, with the dot never written."""
+        done, _ = await asyncio.wait(
+            (mark, reply_task), timeout=self.timeouts.mark, return_when=asyncio.FIRST_COMPLETED
+        )
+        if reply_task in done:
+            # The server spoke (or the link was lost) before the dot: it was never written.
+            commit.cancel()
+            exc = reply_task.exception()
+            if exc is not None:
+                text = describe_error(exc)
+            else:
+                reply = reply_task.result()
+                text = f"unexpected reply: {reply.code} {clean_text(reply.message)[:200]}"
+            await self._abort()
+            return lost_before_dot(text)
+        if not done:
+            commit.cancel()
+            await self._abort()
+            return mark_timed_out(self.timeouts.mark)
+        if mark.cancelled() or not mark.result():
+            await self._abort()
+            return mark_refused()
+        return None
+
+    async def _abort(self) -> None:
+        """Drop the connection at once: DATA is open, only a drop ends it without a dot."""
+        client, self._client = self._client, None
+        if client is not None:
+            transport = client.transport
+            if transport is not None:
+                transport.abort()  # type: ignore[attr-defined]
+            client.close()
 
     async def _reset(self) -> None:
         client = self._client

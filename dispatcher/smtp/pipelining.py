@@ -1,19 +1,20 @@
 """A lean SMTP client with command pipelining (RFC 2920) behind the `Session` seam.
 
 Per message, when the server offers PIPELINING: MAIL, RCPT and DATA go out in one write and
-their three replies are read in order; on 354 the dot-stuffed body and the final dot go out in a
-second write. Two round trips per message instead of aiosmtplib's four. The committing mark is
-awaited only once the replies said 354, so its latency hides behind the first round trip; the
-dot is never written without it. Without PIPELINING, one command per round trip (still correct).
+their three replies are read in order; on 354 the dot-stuffed body goes out up to its last
+CRLF, the committing mark is asked for, and the final dot is written once the mark is durable
+(the link watched meanwhile: a loss or an early reply means the dot was never written). Two
+round trips per message instead of aiosmtplib's four, plus the mark's write. Without
+PIPELINING, one command per round trip (still correct).
 
 Results are the same `SendResult` values the aiosmtplib session gives: same phases, codes and
-reply text (multi-line replies joined with "\\n"), `dot_written` True only when the dot may have
-reached the wire, `reusable` False after 421 or a lost connection.
+reply text (multi-line replies joined with "\\n"), `dot_written` True once the dot was
+written, `reusable` False after 421 or a lost connection.
 
-Send-ahead (`send(..., ahead=fn)`): when the body and dot are about to be written, `fn()` may
+Send-ahead (`send(..., ahead=fn)`): when the final dot is about to be written, `fn()` may
 name the next envelope; its MAIL, RCPT and DATA then go out in the same write, so in steady
 state a message costs one round trip. The look-ahead's replies are read by the next `send`
-for it; its mark is still awaited before its own dot. A refusal of the look-ahead's RCPT
+for it, and its own mark is asked for after its own body. A refusal of the look-ahead's RCPT
 leaves a RSET owed, sent in front of the next envelope.
 """
 
@@ -27,11 +28,17 @@ from collections.abc import Awaitable, Callable
 from dispatcher.smtp.reply import Reply, ReplyError, ReplyParser
 from dispatcher.smtp.session import (
     Ahead,
+    Commit,
+    MarkAt,
+    MarkTimeout,
     Phase,
     SendResult,
     SessionTimeouts,
-    cancel_mark,
     describe_error,
+    lost_before_dot,
+    mark_refused,
+    mark_timed_out,
+    set_nodelay,
     tls_context,
 )
 
@@ -57,8 +64,12 @@ class LinkLost(ConnectionError):
         self.reason = reason
 
 
-def stuff(body: bytes) -> bytes:
-    """The DATA payload: `body` dot-stuffed (RFC 5321 4.5.2), CRLF-terminated, plus the dot.
+_DOT = b".\r\n"
+
+
+def stuff_body(body: bytes) -> bytes:
+    """`body` dot-stuffed (RFC 5321 4.5.2) and CRLF-terminated: the DATA payload up to, and
+    without, the final dot.
 
     Every line starting with "." gets another one (after a bare LF too, as aiosmtplib does),
     so CRLF.CRLF never appears before the end.
@@ -68,7 +79,12 @@ def stuff(body: bytes) -> bytes:
         payload = b"." + payload
     if not payload.endswith(b"\r\n"):
         payload += b"\r\n"
-    return payload + b".\r\n"
+    return payload
+
+
+def stuff(body: bytes) -> bytes:
+    """The whole DATA payload: `stuff_body(body)` plus the final dot."""
+    return stuff_body(body) + _DOT
 
 
 class _Link(asyncio.Protocol):
@@ -87,6 +103,11 @@ class _Link(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        try:
+            set_nodelay(transport)
+        except OSError as e:
+            self._fail(LinkLost(str(e)))
+            transport.abort()  # type: ignore[attr-defined]
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -150,6 +171,36 @@ class _Link(asyncio.Protocol):
             timer.cancel()
             self._waiter = None
 
+    async def hold(self, mark: asyncio.Future[bool], limit: float) -> bool:
+        """Await the committing mark while watching the link (nothing is owed by the server
+        meanwhile: any reply, or a loss, fails the link). Raises LinkLost when the link
+        fails first, MarkTimeout after `limit` seconds; returns whether the mark was granted.
+        """
+        if mark.done():
+            return not mark.cancelled() and mark.result()
+        if self.error is not None:
+            raise self.error
+        fut: asyncio.Future[Reply] = self._loop.create_future()
+        self._waiter = fut
+
+        def resolved(_: asyncio.Future[bool]) -> None:
+            if not fut.done():
+                fut.set_result(Reply(0, ""))
+
+        mark.add_done_callback(resolved)
+        timer = self._loop.call_later(limit, self._expire_mark, fut, limit)
+        try:
+            await fut
+        finally:
+            timer.cancel()
+            self._waiter = None
+            mark.remove_done_callback(resolved)
+        return not mark.cancelled() and mark.result()
+
+    def _expire_mark(self, fut: asyncio.Future[Reply], limit: float) -> None:
+        if not fut.done():
+            fut.set_exception(MarkTimeout(limit))
+
     def discard_replies(self) -> None:
         """Forget anything received so far (plaintext sent after STARTTLS's 220: RFC 3207)."""
         self._replies.clear()
@@ -207,6 +258,7 @@ class PipeliningSession:
         ehlo_name: str,
         timeouts: SessionTimeouts,
         starttls: bool = True,
+        mark_at: str = MarkAt.DOT,
     ) -> None:
         self.host = host
         self.port = port
@@ -214,16 +266,19 @@ class PipeliningSession:
         self.ehlo_name = ehlo_name
         self.timeouts = timeouts
         self.want_tls = starttls
+        self.mark_at = mark_at
         self.tls_active = False
         self.sent = 0
-        self.dot_started = False  # set before the body is written: after it, never resend
+        self.dot_written = False  # flips when the final dot is written: after it, never resend
         self.extensions: frozenset[str] = frozenset()
         self._link: _Link | None = None
         # False while a transaction is open on the server (after 354, before the dot's reply):
         # then QUIT would be read as message text, so close() drops the connection instead.
         self._idle = True
-        # Send-ahead: the mark of the envelope whose commands are on the wire, replies unread.
-        self._begun: Awaitable[bool] | None = None
+        # Send-ahead: the commit of the envelope whose commands are on the wire, replies
+        # unread, and (mark_at "data" only) its mark, asked for when they were written.
+        self._begun: Commit | None = None
+        self._begun_mark: Awaitable[bool] | None = None
         self._rset_due = False  # a refused look-ahead left a transaction to reset
 
     @property
@@ -234,9 +289,9 @@ class PipeliningSession:
     def pipelining(self) -> bool:
         return "PIPELINING" in self.extensions
 
-    def ahead_written(self, mark: Awaitable[bool]) -> bool:
-        """True when the commands of the envelope with this mark are on the wire."""
-        return self._begun is mark and self.is_open
+    def ahead_written(self, commit: Commit) -> bool:
+        """True when the commands of the envelope with this commit are on the wire."""
+        return self._begun is commit and self.is_open
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -256,6 +311,7 @@ class PipeliningSession:
         self.tls_active = False
         self._idle = True
         self._begun = None
+        self._begun_mark = None
         self._rset_due = False
         loop = asyncio.get_running_loop()
         link = _Link(loop)
@@ -333,49 +389,54 @@ class PipeliningSession:
         mail_from: str,
         rcpt: str,
         body: bytes,
-        mark: Awaitable[bool],
+        commit: Commit,
         *,
         smtputf8: bool = False,
         ahead: Callable[[], Ahead | None] | None = None,
     ) -> SendResult:
-        """Send one envelope. `mark` is awaited before the body; False means do not send it.
+        """Send one envelope. `commit` is asked for its mark once the body is written up to
+        the final dot (with `mark_at` "data": with MAIL, awaited before the body); False
+        means do not send it.
 
-        `ahead` (PIPELINING only) is called just before the body and dot are written, and only
-        then; the envelope it returns has its commands written with them (unless unfit for a
-        command line); `ahead_written(mark)` tells whether they were.
+        `ahead` (PIPELINING only) is called just before the final dot is written, and only
+        then; the envelope it returns has its commands written with the dot (unless unfit for
+        a command line); `ahead_written(commit)` tells whether they were.
         """
-        self.dot_started = False
+        self.dot_written = False
         begun, self._begun = self._begun, None
-        if begun is not None and begun is not mark:
+        early, self._begun_mark = self._begun_mark, None
+        if begun is not None and begun is not commit:
             # Another envelope's commands are on the wire: this one cannot go on this link.
-            cancel_mark(mark)
+            commit.cancel()
             self._drop()
             return SendResult(
                 Phase.CONNECT, None, "session busy with another envelope", False, False
             )
         link = self._link
         if link is None or not link.is_open:
-            cancel_mark(mark)
+            commit.cancel()
             return SendResult(Phase.CONNECT, None, "session not open", reusable=False)
         if smtputf8 and "SMTPUTF8" not in self.extensions:
-            cancel_mark(mark)
+            commit.cancel()
             return SendResult(
                 Phase.LOCAL, 553, "5.6.7 recipient needs SMTPUTF8, which the server does not offer"
             )
         try:
             mail, rcpt_to = _envelope(mail_from, rcpt, smtputf8)
         except ValueError as e:
-            cancel_mark(mark)
+            commit.cancel()
             return SendResult(Phase.LOCAL, 553, f"5.1.3 {describe_error(e)}")
+        if self.mark_at == MarkAt.DATA and early is None:
+            early = commit.request()
         try:
             if self.pipelining:
                 return await self._send_pipelined(
-                    link, mail, rcpt_to, body, mark, begun is not None, ahead
+                    link, mail, rcpt_to, body, commit, early, begun is not None, ahead
                 )
-            return await self._send_stepwise(link, mail, rcpt_to, body, mark)
+            return await self._send_stepwise(link, mail, rcpt_to, body, commit, early)
         except BaseException:
             # Cancelled (or a bug) mid-dialogue: the server's state is unknown, drop the link.
-            cancel_mark(mark)
+            commit.cancel()
             link.abort()
             raise
 
@@ -385,7 +446,8 @@ class PipeliningSession:
         mail: bytes,
         rcpt_to: bytes,
         body: bytes,
-        mark: Awaitable[bool],
+        commit: Commit,
+        early: Awaitable[bool] | None,
         written: bool,
         ahead: Callable[[], Ahead | None] | None,
     ) -> SendResult:
@@ -409,15 +471,11 @@ class PipeliningSession:
         # more), even when the server hung up after it.
         for phase, reply, ok in zip(_PIPELINED_PHASES, replies, _PIPELINED_OK, strict=False):
             if reply.code not in ok:
-                return await self._refused(phase, reply, mark, defer_rset=written)
+                return await self._refused(phase, reply, commit, defer_rset=written)
         if lost is not None:
-            cancel_mark(mark)
+            commit.cancel()
             return await self._lost(_PIPELINED_PHASES[len(replies)], lost)
-        if not await mark:
-            # DATA is open on the server: only dropping the connection ends it without a dot.
-            await self.close()
-            return SendResult(Phase.MARK, None, "committing mark refused: lease lost", False, False)
-        return await self._body(link, body, ahead)
+        return await self._data(link, body, commit, early, ahead)
 
     def _commands(self, mail: bytes, rcpt_to: bytes) -> bytes:
         prefix = b"RSET\r\n" if self._rset_due else b""
@@ -439,7 +497,13 @@ class PipeliningSession:
         return ahead, mail + rcpt_to + b"DATA\r\n"
 
     async def _send_stepwise(
-        self, link: _Link, mail: bytes, rcpt_to: bytes, body: bytes, mark: Awaitable[bool]
+        self,
+        link: _Link,
+        mail: bytes,
+        rcpt_to: bytes,
+        body: bytes,
+        commit: Commit,
+        early: Awaitable[bool] | None,
     ) -> SendResult:
         command = self.timeouts.command
         phase = Phase.MAIL
@@ -447,41 +511,62 @@ class PipeliningSession:
             link.write(mail, 1)
             reply = await link.read(command)
             if reply.code != 250:
-                return await self._refused(phase, reply, mark)
+                return await self._refused(phase, reply, commit)
             phase = Phase.RCPT
             link.write(rcpt_to, 1)
             reply = await link.read(command)
             if reply.code not in (250, 251):
-                return await self._refused(phase, reply, mark)
-            phase = Phase.MARK
-            if not await mark:
-                await self._reset()
-                return SendResult(Phase.MARK, None, "committing mark refused: lease lost")
+                return await self._refused(phase, reply, commit)
             phase = Phase.DATA
             link.write(b"DATA\r\n", 1)
             reply = await link.read(command)
         except OSError as e:
-            cancel_mark(mark)
-            return await self._lost(Phase.DATA if phase == Phase.MARK else phase, e)
+            commit.cancel()
+            return await self._lost(phase, e)
         if reply.code != 354:
-            return await self._refused(phase, reply, mark)
+            return await self._refused(phase, reply, commit)
         self._idle = False
-        return await self._body(link, body)
+        return await self._data(link, body, commit, early)
 
-    async def _body(
-        self, link: _Link, body: bytes, fn: Callable[[], Ahead | None] | None = None
+    async def _data(
+        self,
+        link: _Link,
+        body: bytes,
+        commit: Commit,
+        early: Awaitable[bool] | None,
+        fn: Callable[[], Ahead | None] | None = None,
     ) -> SendResult:
-        payload = stuff(body)
+        """After the 354: the body up to its final dot, the mark, then the dot."""
+        payload = stuff_body(body)
+        if early is not None:
+            # mark_at "data": the mark before any of the body; body and dot in one write.
+            failure = await self._await_mark(link, early, commit)
+            if failure is not None:
+                return failure
+        else:
+            try:
+                link.write(payload, 0)
+            except OSError as e:
+                commit.cancel()
+                return await self._lost(Phase.DATA, e)
+            payload = b""
+            failure = await self._await_mark(link, commit.request(), commit)
+            if failure is not None:
+                return failure
         ahead, commands = self._ahead_commands(fn)
-        self.dot_started = True
         try:
-            link.write(payload + commands, 4 if commands else 1)
-            if commands:
-                assert ahead is not None
-                self._begun = ahead.mark
+            link.write(payload + _DOT + commands, 4 if commands else 1)
         except OSError as e:
             # The link was already gone: nothing of the dot reached the wire.
+            commit.cancel()
             return await self._lost(Phase.DATA, e)
+        self.dot_written = True
+        commit.dot_written()
+        if commands:
+            assert ahead is not None
+            self._begun = ahead.commit
+            if self.mark_at == MarkAt.DATA:
+                self._begun_mark = ahead.commit.request()
         try:
             reply = await link.read(self.timeouts.data)
         except OSError as e:
@@ -496,14 +581,34 @@ class PipeliningSession:
             Phase.DOT, reply.code, reply.text, dot_written=True, reusable=reply.code != 421
         )
 
+    async def _await_mark(
+        self, link: _Link, mark: Awaitable[bool], commit: Commit
+    ) -> SendResult | None:
+        """None once the mark is durable; else the result, with the dot never written."""
+        fut = asyncio.ensure_future(mark)
+        try:
+            granted = await link.hold(fut, self.timeouts.mark)
+        except MarkTimeout:
+            commit.cancel()
+            self._drop()  # DATA is open on the server: only dropping it ends it without a dot
+            return mark_timed_out(self.timeouts.mark)
+        except LinkLost as e:
+            commit.cancel()
+            self._drop()
+            return lost_before_dot(e.reason)
+        if not granted:
+            self._drop()
+            return mark_refused()
+        return None
+
     async def _refused(
-        self, phase: str, reply: Reply, mark: Awaitable[bool], defer_rset: bool = False
+        self, phase: str, reply: Reply, commit: Commit, defer_rset: bool = False
     ) -> SendResult:
         """A refusal before the body: keep the session when the server allows it.
 
         `defer_rset`: the RSET rides in front of the next envelope instead of its own trip.
         """
-        cancel_mark(mark)
+        commit.cancel()
         code = reply.code
         if code == 421 or not self._idle:
             # 421: the server is closing. Not idle: it said 354 although an earlier command
@@ -537,6 +642,7 @@ class PipeliningSession:
 
     def _drop(self) -> None:
         self._begun = None
+        self._begun_mark = None
         link, self._link = self._link, None
         if link is not None:
             link.abort()
@@ -544,6 +650,7 @@ class PipeliningSession:
     async def close(self) -> None:
         """QUIT politely when possible, then drop the connection."""
         begun, self._begun = self._begun, None
+        self._begun_mark = None
         link, self._link = self._link, None
         if link is None:
             return

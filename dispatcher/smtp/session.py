@@ -3,15 +3,20 @@
 `Session` is the seam: open, send one envelope and body, close. Expected SMTP failures come
 back as `SendResult` values, never as exceptions.
 
-The final dot is written only after the caller's `committing` mark resolves True, and the
-result says whether the dot was written: a connection lost before it is a safe retry, one lost
-after it is ambiguous.
+The committing window is as narrow as the protocol allows (DESIGN.md, "Message states"):
+after the server's 354 the whole body is written, its last CRLF included, and only the final
+`.\r\n` is held back; then the caller's `Commit` is asked for its mark, and the dot is written
+only once the mark is durable. `dot_written` flips when the dot is written. A link lost, or a
+server speaking, while the mark is awaited means the dot was never written (a safe retry); a
+mark not durable within `SessionTimeouts.mark` aborts the connection and releases the message;
+a connection lost after the dot is ambiguous.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -79,18 +84,48 @@ class SessionTimeouts:
     connect: float = 10.0
     command: float = 60.0
     data: float = 600.0
+    # How long the body may wait, written up to its final dot, for the committing mark: a
+    # stalled database raises no error. Servers allow minutes per data block (RFC 5321
+    # 4.5.3.2.5); past this the connection is aborted and the message released.
+    mark: float = 10.0
+
+
+class MarkAt:
+    """When the committing mark is asked for (`[smtp] mark`)."""
+
+    DOT = "dot"  # after the body, before the final dot: a crash holds only what may be sent
+    DATA = "data"  # with MAIL, awaited before the body (the old, wider window; for comparison)
+
+
+MARK_AT = (MarkAt.DOT, MarkAt.DATA)
+
+
+class Commit(Protocol):
+    """One message's committing mark, as its session sees it."""
+
+    def request(self) -> Awaitable[bool]:
+        """Ask for the mark; resolves True once durable, False when refused (lease lost)."""
+        ...
+
+    def cancel(self) -> None:
+        """Give up the mark (a no-op when none was asked for): the dot will not be written."""
+        ...
+
+    def dot_written(self) -> None:
+        """Told the moment the final dot is written."""
+        ...
 
 
 class Ahead(NamedTuple):
     """The next message's envelope, to be pipelined behind this message's dot.
 
-    `mark` identifies it: the next `send` given the same mark object reads the replies
+    `commit` identifies it: the next `send` given the same commit object reads the replies
     instead of writing the commands again.
     """
 
     mail_from: str
     rcpt: str
-    mark: Awaitable[bool]
+    commit: Commit
     smtputf8: bool = False
 
 
@@ -98,7 +133,7 @@ class Session(Protocol):
     """The send interface the lanes use; `SmtpSession` and `PipeliningSession` provide it."""
 
     sent: int
-    dot_started: bool
+    dot_written: bool  # the current message's final dot was written (never resend it)
     tls_active: bool
 
     @property
@@ -109,8 +144,8 @@ class Session(Protocol):
         """True when `send(..., ahead=fn)` may put the next envelope on the wire with the dot."""
         ...
 
-    def ahead_written(self, mark: Awaitable[bool]) -> bool:
-        """True when the commands of the look-ahead with this mark are on the wire."""
+    def ahead_written(self, commit: Commit) -> bool:
+        """True when the commands of the look-ahead with this commit are on the wire."""
         ...
 
     async def open(self) -> SendResult | None: ...
@@ -120,7 +155,7 @@ class Session(Protocol):
         mail_from: str,
         rcpt: str,
         body: bytes,
-        mark: Awaitable[bool],
+        commit: Commit,
         *,
         smtputf8: bool = False,
         ahead: Callable[[], Ahead | None] | None = None,
@@ -129,13 +164,41 @@ class Session(Protocol):
     async def close(self) -> None: ...
 
 
-def cancel_mark(mark: Awaitable[bool]) -> None:
-    """Give up a mark that will not be awaited."""
-    if isinstance(mark, asyncio.Future):
-        if not mark.done():
-            mark.cancel()
-    elif asyncio.iscoroutine(mark):
-        mark.close()
+class MarkTimeout(TimeoutError):
+    """The committing mark was not durable within `SessionTimeouts.mark`."""
+
+    code = "mark_timeout"
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"committing mark not durable within {timeout:g}s")
+        self.timeout = timeout
+
+
+def mark_timed_out(timeout: float) -> SendResult:
+    """The result when the mark did not come in time: the dot was never written, the
+    connection is dropped, and the message goes back to the queue (no attempt counted)."""
+    return SendResult(Phase.MARK, None, f"released: {MarkTimeout(timeout)}", reusable=False)
+
+
+def mark_refused() -> SendResult:
+    return SendResult(Phase.MARK, None, "committing mark refused: lease lost", reusable=False)
+
+
+def lost_before_dot(text: str, code: int | None = None) -> SendResult:
+    """The link failed (or the server spoke) while the body waited for its mark: the dot
+    was never written, so the message may be sent again."""
+    return SendResult(Phase.DATA, code, f"before the final dot: {text}"[:300], reusable=False)
+
+
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    """TCP_NODELAY on, and checked: the final dot (three bytes, written after a pause for the
+    mark) must not wait for a delayed ACK. Raises OSError when it cannot be set."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if not sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
+        raise OSError("TCP_NODELAY could not be set on the SMTP connection")
 
 
 def describe_error(e: BaseException) -> str:

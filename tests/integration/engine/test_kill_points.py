@@ -2,8 +2,11 @@
 
 Another worker then recovers (a recovery pass, then an in-process engine on the same queue):
 - after_claim: the message was `sending`: requeued with no attempt counted, delivered once;
-- after_mark: `committing`, DATA never sent: ambiguous and held (the promise is conservative:
-  once the mark is durable the dot may have gone out, so it is never resent);
+- after_body: the body is written up to its final dot, the mark not yet asked for: still
+  `sending`, so requeued and delivered once (the receiver dropped the unfinished DATA);
+- after_mark: `committing`, the dot never written: ambiguous and held (the promise is
+  conservative: once the mark is durable the dot may have gone out, so it is never resent);
+- after_dot: the dot written, its reply not read: the sink accepted it; ambiguous and held;
 - after_2xx and before_outcome_write: the sink accepted it once, the outcome write died with
   the worker: ambiguous and held, never resent.
 SQLite: the killed worker's flock dies with it, so recovery is immediate. PostgreSQL: the
@@ -82,7 +85,9 @@ async def _one(rt: Runtime, msg_id: str) -> MessageRecord:
     ("point", "in_flight", "after_recovery", "final", "at_sink"),
     [
         ("after_claim", S.SENDING, S.QUEUED, S.DELIVERED, 1),
+        ("after_body", S.SENDING, S.QUEUED, S.DELIVERED, 1),
         ("after_mark", S.COMMITTING, S.AMBIGUOUS, S.AMBIGUOUS, 0),
+        ("after_dot", S.COMMITTING, S.AMBIGUOUS, S.AMBIGUOUS, 1),
         ("after_2xx", S.COMMITTING, S.AMBIGUOUS, S.AMBIGUOUS, 1),
         ("before_outcome_write", S.COMMITTING, S.AMBIGUOUS, S.AMBIGUOUS, 1),
     ],

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from dispatcher.engine.outcomes import Classifier, Verdict
 from dispatcher.smtp.aiosmtplib_client import SmtpSession
 from dispatcher.smtp.session import Phase, SendResult, SessionTimeouts
+from tests.support.commit import FixedCommit, granted, refused
 from tests.support.faultsink import FaultSink
 
 BODY = b"From: a@acme.example\r\nTo: r@dest.example\r\nSubject: hi\r\n\r\nhello\r\n.leading dot\r\n"
-
-
-async def granted() -> bool:
-    return True
-
-
-async def refused() -> bool:
-    return False
 
 
 async def sink(**rules: str) -> FaultSink:
@@ -34,13 +29,13 @@ def session(port: int, source: str = "127.0.0.2", data_timeout: float = 5.0) -> 
     )
 
 
-async def send_one(s: FaultSink, mark: object = granted) -> SendResult:
+async def send_one(s: FaultSink, mark: Callable[[], FixedCommit] = granted) -> SendResult:
     sess = session(s.port)
     failure = await sess.open()
     if failure is not None:
         return failure
     try:
-        return await sess.send("b-tok@bounce.example", "r@dest.example", BODY, mark())  # type: ignore[operator]
+        return await sess.send("b-tok@bounce.example", "r@dest.example", BODY, mark())
     finally:
         await sess.close()
 

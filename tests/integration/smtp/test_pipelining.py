@@ -8,7 +8,7 @@ run for the new client.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from bench.tlscert import make_self_signed, server_context
 from dispatcher.engine.outcomes import Classifier, Verdict
 from dispatcher.smtp import CLIENTS, make_session
 from dispatcher.smtp.session import Phase, SendResult, Session, SessionTimeouts
+from tests.support.commit import FixedCommit, granted, refused
 from tests.support.faultsink import FaultSink
 
 BODY = b"From: a@acme.example\r\nTo: r@dest.example\r\nSubject: hi\r\n\r\nhello\r\n.leading dot\r\n"
@@ -25,14 +26,6 @@ BODY = b"From: a@acme.example\r\nTo: r@dest.example\r\nSubject: hi\r\n\r\nhello\
 NASTY = b".\r\n..\r\n.x\r\nmid . dot\r\n...\r\n.\r\n"
 
 both = pytest.mark.parametrize("client", CLIENTS)
-
-
-async def granted() -> bool:
-    return True
-
-
-async def refused() -> bool:
-    return False
 
 
 def session(
@@ -62,7 +55,7 @@ async def fault(**rules: str | Callable[[int], str | None]) -> FaultSink:
 async def send_one(
     client: str,
     port: int,
-    mark: Callable[[], Awaitable[bool]] = granted,
+    mark: Callable[[], FixedCommit] = granted,
     body: bytes = BODY,
 ) -> SendResult:
     sess = session(client, port)
@@ -247,19 +240,17 @@ async def test_a_mark_refused_late_never_writes_the_dot(client: str) -> None:
     try:
         sess = session(client, s.port)
         assert await sess.open() is None
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(sess.send("b@x.example", "r@dest.example", BODY, fut))
+        commit = FixedCommit(pending=True)
+        task = asyncio.create_task(sess.send("b@x.example", "r@dest.example", BODY, commit))
         # Let the dialogue run until only the mark is missing.
-        for _ in range(200):
-            await asyncio.sleep(0.005)
-            if task.done():
-                break
+        await asyncio.wait_for(commit.requested.wait(), 5)
         assert not task.done()
-        fut.set_result(False)
+        assert commit.future is not None
+        commit.future.set_result(False)
         result = await task
         await sess.close()
         assert result.phase == Phase.MARK and not result.dot_written
-        assert not sess.dot_started
+        assert not sess.dot_written and commit.dots == 0
         assert s.received == []
     finally:
         await s.stop()
