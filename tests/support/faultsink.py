@@ -1,10 +1,12 @@
 """A real SMTP server on loopback whose misbehaviour each test chooses.
 
-Rules map a phase ("greeting", "ehlo", "mail", "rcpt", "data", "dot") to an action: a reply
-line ("421 4.3.2 try later"), "drop" (close the connection), "silent" (never answer), or any
-of these after "sleep SECONDS " (answer late). Every message is recorded with how it ended:
-"accepted" (2xx after the dot), "unacked" (whole message received, connection dropped before
-a reply) or "refused".
+Rules map a phase ("greeting", "ehlo", "mail", "rcpt", "data", "body", "dot") to an action: a
+reply line ("421 4.3.2 try later"), "drop" (close the connection), "silent" (never answer), or
+any of these after "sleep SECONDS " (answer late). "body" strikes once the first line of the
+message data has arrived, before the final dot: a reply there is an early reply (the
+connection is closed after it). `in_data` holds the data of the message being received.
+Every message is recorded with how it ended: "accepted" (2xx after the dot), "unacked" (whole
+message received, connection dropped before a reply) or "refused".
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class FaultSink:
     peers: list[str] = field(default_factory=list)
     ehlo_names: list[str] = field(default_factory=list)
     port: int = 0
+    in_data: bytes = b""  # the message being received (dot-stuffed), before its final dot
     _server: asyncio.AbstractServer | None = None
     _messages: int = 0
 
@@ -114,12 +117,17 @@ class FaultSink:
                     if not last[0].startswith("354"):
                         continue  # DATA refused: what follows are commands, not the message
                     chunks = []
+                    self.in_data = b""
                     while True:
                         chunk = await reader.readline()
                         if not chunk:
                             return  # dropped mid-body: not a whole message
                         if chunk == b".\r\n":
                             break
+                        self.in_data += chunk
+                        if len(chunks) == 0 and self._action("body"):
+                            await reply("body", "")
+                            return
                         chunks.append(chunk[1:] if chunk.startswith(b"..") else chunk)
                     self._messages += 1
                     rec = Received(peer, mail_from, rcpts, b"".join(chunks), "unacked")
