@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from bench.message import render
-from dispatcher.config import DkimKeyConfig
+from dispatcher.config import DkimKeyConfig, KeyType
 from dispatcher.dkim.canon import h_names, relaxed_header, select_signed, split_message
 from dispatcher.dkim.keys import SigningKey, generate_key, signing_key
 from dispatcher.dkim.signer import DkimSigner
@@ -42,7 +42,7 @@ VERIFY_SAMPLE = 5  # messages per kind whose signatures are checked with dkim.ve
 
 def _key(domain: str, selector: str, key_type: str) -> SigningKey:
     cfg = DkimKeyConfig(
-        domain=domain, selector=selector, file=Path("/nonexistent"), key_type=key_type
+        domain=domain, selector=selector, file=Path("/nonexistent"), key_type=KeyType(key_type)
     )
     return signing_key(cfg, generate_key(key_type, 2048))
 

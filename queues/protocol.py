@@ -9,7 +9,7 @@ Times are POSIX seconds (float) throughout.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
         KeyScope,
         NewApiKey,
     )
+
+# How long a worker whose heartbeat stopped keeps its messages (seconds); `[queue] lease_ttl`.
+DEFAULT_LEASE_TTL = 30.0
 
 
 class MessageState(enum.StrEnum):
@@ -265,7 +268,7 @@ class Queue(Protocol):
         """Apply outcomes of messages held under `lease` (fenced); returns how many applied."""
 
     async def recover(
-        self, now: float, ambiguous_policy: dict[str, str] | None = None
+        self, now: float, ambiguous_policy: Mapping[str, str] | None = None
     ) -> RecoveryReport:
         """Take over the messages of dead workers: `sending` back to `queued`, `committing`
         to `ambiguous` (or per stream policy: "retry" requeues). Safe to run concurrently."""

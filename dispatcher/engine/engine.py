@@ -25,7 +25,6 @@ from dispatcher.engine.outcomes import Classifier, Verdict
 from dispatcher.engine.stop_points import reached
 from dispatcher.message.verp import Verp
 from dispatcher.routing.router import Resolution, RouteKind, Router
-from dispatcher.smtp.session import SessionTimeouts
 from dispatcher.telemetry.metrics import Metrics
 from ip_pools import PoolSet
 from ip_pools.categories import Category
@@ -98,22 +97,8 @@ class Engine:
         self.verp = verp
         self.metrics = metrics
         self.clock = clock
-        d = config.dispatch
-        self.classifier = Classifier(
-            retry_schedule=d.retry_schedule,
-            max_attempts=d.max_attempts,
-            categories=config.categories,
-        )
-        self._settings = LaneSettings(
-            sessions_per_host=d.sessions_per_host,
-            messages_per_session=d.messages_per_session,
-            timeouts=SessionTimeouts(
-                config.smtp.connect_timeout, config.smtp.command_timeout, config.smtp.data_timeout
-            ),
-            starttls=config.smtp.starttls == "opportunistic",
-            client=config.smtp.client,
-            send_ahead=config.smtp.send_ahead,
-        )
+        self.classifier = Classifier.from_config(config)
+        self._settings = LaneSettings.from_config(config)
         self._ambiguous_policy = {name: s.ambiguous for name, s in config.streams.items()}
         self._lanes: dict[tuple[str, str], Lane] = {}
         self._sign_pool: ThreadPoolExecutor | None = None

@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from dispatcher.config import Client, Config, StartTls
 from dispatcher.engine.stop_points import reached
 from dispatcher.routing.circuit import CircuitBreaker
 from dispatcher.routing.router import MxHost
@@ -104,10 +105,22 @@ class LaneSettings:
     messages_per_session: int
     timeouts: SessionTimeouts
     starttls: bool
+    client: Client  # dispatcher.smtp.CLIENTS
+    send_ahead: bool  # pipelining client: next message's commands ride with the dot
     idle_timeout: float = 2.0
-    client: str = "pipelining"  # or "aiosmtplib" (dispatcher.smtp.CLIENTS)
-    send_ahead: bool = False  # pipelining client: next message's commands ride with the dot
     mark_at: str = MarkAt.DOT  # when the committing mark is asked for
+
+    @classmethod
+    def from_config(cls, config: Config) -> LaneSettings:
+        """The lanes' settings from `[dispatch]` and `[smtp]`."""
+        return cls(
+            sessions_per_host=config.dispatch.sessions_per_host,
+            messages_per_session=config.dispatch.messages_per_session,
+            timeouts=SessionTimeouts.from_config(config.smtp),
+            starttls=config.smtp.starttls == StartTls.OPPORTUNISTIC,
+            client=config.smtp.client,
+            send_ahead=config.smtp.send_ahead,
+        )
 
 
 class Lane:

@@ -16,8 +16,11 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dispatcher.config import Config, DispatchConfig
 from dispatcher.smtp.session import Phase, SendResult
 from ip_pools.categories import Category, CategoryTable
+
+_DISPATCH = DispatchConfig()  # the defaults of the retry schedule and attempt limit
 
 
 class Verdict(enum.StrEnum):
@@ -83,8 +86,8 @@ class Classifier:
     def __init__(
         self,
         rules: Sequence[Rule] = DEFAULT_RULES,
-        retry_schedule: Sequence[float] = (60.0, 300.0, 900.0, 1800.0, 3600.0),
-        max_attempts: int = 30,
+        retry_schedule: Sequence[float] = _DISPATCH.retry_schedule,
+        max_attempts: int = _DISPATCH.max_attempts,
         jitter: float = 0.1,
         rng: random.Random | None = None,
         categories: CategoryTable | None = None,
@@ -95,6 +98,16 @@ class Classifier:
         self.max_attempts = max_attempts
         self.jitter = jitter
         self._rng = rng or random.Random()
+
+    @classmethod
+    def from_config(cls, config: Config) -> Classifier:
+        """The classifier of `[dispatch]` (retry schedule, attempt limit) and `[[categories]]`."""
+        d = config.dispatch
+        return cls(
+            retry_schedule=d.retry_schedule,
+            max_attempts=d.max_attempts,
+            categories=config.categories,
+        )
 
     def rule_for(self, result: SendResult) -> Rule:
         code = result.code

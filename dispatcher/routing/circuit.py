@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dispatcher.config import SmtpConfig
+
 
 class CircuitConfigError(ValueError):
     """A breaker setting is out of range; `field` names it."""
@@ -46,8 +48,8 @@ class CircuitBreaker:
 
     def __init__(
         self,
-        failures: int = 3,
-        open_seconds: float = 30.0,
+        failures: int = SmtpConfig().circuit_failures,
+        open_seconds: float = SmtpConfig().circuit_open_seconds,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from dispatcher.config import SmtpConfig
 from dispatcher.smtp.reply import clean_text
 
 _PERIOD = re.compile(rb"(?m)^\.")
@@ -81,13 +82,19 @@ def tls_context() -> ssl.SSLContext:
 
 @dataclass(frozen=True, slots=True)
 class SessionTimeouts:
-    connect: float = 10.0
-    command: float = 60.0
-    data: float = 600.0
+    """Deadlines of one session; connect, command and data default to `[smtp]`'s."""
+
+    connect: float = SmtpConfig().connect_timeout
+    command: float = SmtpConfig().command_timeout
+    data: float = SmtpConfig().data_timeout
     # How long the body may wait, written up to its final dot, for the committing mark: a
     # stalled database raises no error. Servers allow minutes per data block (RFC 5321
     # 4.5.3.2.5); past this the connection is aborted and the message released.
     mark: float = 10.0
+
+    @classmethod
+    def from_config(cls, smtp: SmtpConfig) -> SessionTimeouts:
+        return cls(smtp.connect_timeout, smtp.command_timeout, smtp.data_timeout)
 
 
 class MarkAt:

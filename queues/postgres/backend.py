@@ -28,7 +28,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 
@@ -43,6 +43,7 @@ from queues.postgres.listener import WorkListener
 from queues.postgres.migrate import applied_versions, check_applied
 from queues.postgres.sql import QUERIES
 from queues.protocol import (
+    DEFAULT_LEASE_TTL,
     ClaimedMessage,
     EnqueueResult,
     InvalidQueueInput,
@@ -76,7 +77,7 @@ class PostgresQueue:
         *,
         min_connections: int = 1,
         max_connections: int = 10,
-        lease_ttl: float = 30.0,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
         connect_timeout: float = 5.0,
         command_timeout: float = 30.0,
     ) -> None:
@@ -210,7 +211,7 @@ class PostgresQueue:
         return True
 
     async def recover(
-        self, now: float, ambiguous_policy: dict[str, str] | None = None
+        self, now: float, ambiguous_policy: Mapping[str, str] | None = None
     ) -> RecoveryReport:
         """Take over the messages of leases expired at `now` (see the `recover` query)."""
         retry_streams = sorted(s for s, p in (ambiguous_policy or {}).items() if p == "retry")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from queues.accounts import (
     new_account_id,
 )
 from queues.protocol import (
+    DEFAULT_LEASE_TTL,
     ClaimedMessage,
     EnqueueResult,
     InvalidQueueInput,
@@ -66,7 +67,7 @@ class SqliteQueue:
         path: Path,
         *,
         synchronous: str = "FULL",
-        lease_ttl: float = 30.0,
+        lease_ttl: float = DEFAULT_LEASE_TTL,
         busy_timeout: float = 30.0,
     ) -> None:
         if not lease_ttl > 0:
@@ -166,7 +167,7 @@ class SqliteQueue:
             raise InvalidQueueInput("outcomes", f"refused by SQLite: {e}") from e
 
     async def recover(
-        self, now: float, ambiguous_policy: dict[str, str] | None = None
+        self, now: float, ambiguous_policy: Mapping[str, str] | None = None
     ) -> RecoveryReport:
         """Take over the messages of dead workers (each in its own transaction)."""
         policy = ambiguous_policy or {}

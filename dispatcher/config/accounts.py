@@ -1,0 +1,61 @@
+"""`[[accounts]]`: the accounts configured in the file, their author domains and pool."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence, Set
+from dataclasses import dataclass
+
+from dispatcher.config.errors import ConfigError
+from dispatcher.config.table import Section, Table, field_default
+from dispatcher.config.values import check_domain
+
+
+@dataclass(frozen=True, slots=True)
+class AccountConfig:
+    name: str
+    author_domains: tuple[str, ...]
+    pool: str  # default: the first [[pools]] entry
+    allow_broadcast_without_unsubscribe: bool = False
+
+
+SECTION = Section(
+    "accounts[]", ("name", "author_domains", "pool", "allow_broadcast_without_unsubscribe")
+)
+
+
+def parse_accounts(
+    top: Table, key_domains: Set[str], pool_names: Sequence[str]
+) -> tuple[AccountConfig, ...]:
+    accounts = tuple(_parse_account(at, key_domains, pool_names) for at in top.tables(SECTION))
+    if len({a.name for a in accounts}) != len(accounts):
+        raise ConfigError("accounts", "account names must be unique")
+    return accounts
+
+
+def _parse_account(t: Table, key_domains: Set[str], pool_names: Sequence[str]) -> AccountConfig:
+    name = t.text("name", required=True)
+    doms_raw = t.raw("author_domains", [])
+    if not isinstance(doms_raw, list) or not doms_raw:
+        raise ConfigError(t.key("author_domains"), "expected a non-empty list of domains")
+    author = tuple(
+        check_domain(x, f"{t.key('author_domains')}[{i}]") for i, x in enumerate(doms_raw)
+    )
+    for i, dom in enumerate(author):
+        if dom not in key_domains:
+            raise ConfigError(
+                f"{t.key('author_domains')}[{i}]", f"no [[dkim.keys]] entry for author domain {dom}"
+            )
+    pool = t.text("pool", pool_names[0])
+    if pool not in pool_names:
+        raise ConfigError(t.key("pool"), f"no pool named {pool!r}")
+    account = AccountConfig(
+        name=name,
+        author_domains=author,
+        pool=pool,
+        allow_broadcast_without_unsubscribe=t.flag(
+            "allow_broadcast_without_unsubscribe",
+            field_default(AccountConfig, "allow_broadcast_without_unsubscribe"),
+        ),
+    )
+    t.done()
+    return account

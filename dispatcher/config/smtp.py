@@ -1,0 +1,63 @@
+"""`[smtp]`: timeouts, STARTTLS policy, which client, send-ahead, the circuit breaker."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from dispatcher.config.table import Section, Table
+
+
+class StartTls(enum.StrEnum):
+    OPPORTUNISTIC = "opportunistic"  # when the server offers it
+    NEVER = "never"
+
+
+class Client(enum.StrEnum):
+    PIPELINING = "pipelining"  # the project's RFC 2920 client: 2 round trips per message
+    AIOSMTPLIB = "aiosmtplib"  # the fallback
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    connect_timeout: float = 10.0
+    command_timeout: float = 60.0
+    # The reply to the final dot is awaited patiently (RFC 5321 4.5.3.2.6: 10 minutes).
+    data_timeout: float = 600.0
+    starttls: StartTls = StartTls.OPPORTUNISTIC
+    client: Client = Client.PIPELINING
+    # Pipelining client only: the next message's MAIL/RCPT/DATA ride with this one's dot.
+    send_ahead: bool = True
+    circuit_failures: int = 3
+    circuit_open_seconds: float = 30.0
+
+
+SECTION = Section(
+    "smtp",
+    (
+        "connect_timeout",
+        "command_timeout",
+        "data_timeout",
+        "starttls",
+        "client",
+        "send_ahead",
+        "circuit_failures",
+        "circuit_open_seconds",
+    ),
+)
+
+
+def parse_smtp(t: Table) -> SmtpConfig:
+    base = SmtpConfig()
+    smtp = SmtpConfig(
+        connect_timeout=t.duration("connect_timeout", base.connect_timeout),
+        command_timeout=t.duration("command_timeout", base.command_timeout),
+        data_timeout=t.duration("data_timeout", base.data_timeout),
+        starttls=t.choice("starttls", base.starttls),
+        client=t.choice("client", base.client),
+        send_ahead=t.flag("send_ahead", base.send_ahead),
+        circuit_failures=t.integer("circuit_failures", base.circuit_failures, minimum=1),
+        circuit_open_seconds=t.duration("circuit_open_seconds", base.circuit_open_seconds),
+    )
+    t.done()
+    return smtp
