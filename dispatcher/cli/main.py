@@ -36,7 +36,7 @@ def _find_config(path: str | None) -> Path:
     if here.exists():
         return here
     # Installed from a checkout: fall back to the repository's config.toml.
-    return Path(__file__).resolve().parent.parent / DEFAULT_CONFIG
+    return Path(__file__).resolve().parents[2] / DEFAULT_CONFIG  # dispatcher/cli/main.py
 
 
 def _load(path: str | None) -> Config:
