@@ -8,7 +8,7 @@ import pytest
 
 from dispatcher.cli.main import _find_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_without_a_path_the_repository_config_is_found(

@@ -16,7 +16,7 @@ import pytest
 from dispatcher.config import ConfigError, parse_config
 from dispatcher.config.table import SECTIONS, Section
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 REFERENCE = REPO / "docs" / "configuration.md"
 
 _HEADING = re.compile(r"^## (?:top level|`(\[\[?[a-z_.]+\]\]?)`)\s*$")
