@@ -20,7 +20,8 @@ def parse_categories(top: Table) -> CategoryTable:
         if code is not None and (isinstance(code, bool) or not isinstance(code, int | str)):
             raise ConfigError(ct.key("code"), f'expected 550, "5xx" or "none", got {code!r}')
         enhanced = ct.text("enhanced") or None
-        pattern = ct.text("match") if ct.has("match") else None
+        # Absent is no pattern; present but empty is refused by CategoryRule.build.
+        pattern = None if ct.raw("match") is None else ct.text("match")
         try:
             rules.append(
                 CategoryRule.build(

@@ -58,13 +58,19 @@ def test_sections_cover_what_parse_config_accepts() -> None:
         assert section.allowed() >= set(section.keys)
 
 
+# A valid entry for arrays of tables the repository's config.toml does not have.
+EXAMPLES: dict[str, dict[str, object]] = {
+    "categories[]": {"category": "SpamBlock", "code": "5xx"},
+}
+
+
 def _table_at(raw: dict[str, object], section: Section) -> dict[str, object]:
-    """The first table of `section` in `raw`, created when absent."""
+    """The first table of `section` in `raw`, created (valid) when absent."""
     if section.parent is None:
         return raw
     parent = _table_at(raw, SECTIONS[section.parent])
     if section.is_array:
-        items = parent.setdefault(section.name, [{}])
+        items = parent.setdefault(section.name, [dict(EXAMPLES.get(section.pattern, {}))])
         assert isinstance(items, list)
         first = items[0]
         assert isinstance(first, dict)
