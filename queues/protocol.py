@@ -195,6 +195,30 @@ class OutcomeRecord:
     category: str | None = None
 
 
+# Outcome states that raise an event (`message.<state>`); `queued` is no attempt (released,
+# not yet admitted) and raises none.
+EVENT_STATES = OUTCOME_STATES - {MessageState.QUEUED}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A row of the event outbox.
+
+    Outcome events (`message.delivered`, `message.deferred`, ...) are made by the backend from
+    the outcomes it applies, in the same transaction. Other events (deliverability: `ip.paused`,
+    `ip.slowed`, `config.reloaded`, ...) are handed to `record_outcomes` with a batch, or to
+    `append_events` by commands. `data` is a JSON object. `seq` is set once stored (it grows
+    with every row; under PostgreSQL a row may commit after a larger one).
+    """
+
+    kind: str
+    at: float
+    data: Mapping[str, object] = field(default_factory=dict)
+    message_id: str | None = None
+    account: str | None = None
+    seq: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class RecoveryReport:
     """What a recovery pass did with the messages of dead or expired workers."""
@@ -264,14 +288,28 @@ class Queue(Protocol):
         Returns the ids granted; durable before it returns. A worker whose lease was
         taken over gets an empty set and must not write the final dot."""
 
-    async def record_outcomes(self, lease: Lease, outcomes: Sequence[OutcomeRecord]) -> int:
-        """Apply outcomes of messages held under `lease` (fenced); returns how many applied."""
+    async def record_outcomes(
+        self, lease: Lease, outcomes: Sequence[OutcomeRecord], events: Sequence[Event] = ()
+    ) -> int:
+        """Apply outcomes of messages held under `lease` (fenced); returns how many applied.
+
+        In the same transaction: one `message.<state>` event per applied outcome whose state
+        is in EVENT_STATES (none for a fenced-off one), and `events` (written even when the
+        lease was lost: they are about the sender, not the messages)."""
+
+    async def append_events(self, events: Sequence[Event]) -> None:
+        """Store events in one transaction (commands: pause, resume, reload...)."""
+
+    async def read_events(self, after: int, limit: int) -> list[Event]:
+        """Stored events with seq > `after`, in seq order, at most `limit`."""
 
     async def recover(
         self, now: float, ambiguous_policy: Mapping[str, str] | None = None
     ) -> RecoveryReport:
         """Take over the messages of dead workers: `sending` back to `queued`, `committing`
-        to `ambiguous` (or per stream policy: "retry" requeues). Safe to run concurrently."""
+        to `ambiguous` (or per stream policy: "retry" requeues). Safe to run concurrently.
+        A message made ambiguous raises its `message.ambiguous` event in the same
+        transaction."""
 
     async def counts(self) -> StatusCounts:
         """Counts per state, per pool and per source IP."""
@@ -288,9 +326,10 @@ class Queue(Protocol):
     async def prune(
         self, now: float, retention: float, idempotency_retention: float
     ) -> tuple[int, int]:
-        """Drop terminal messages last updated before `now - retention`, in small batches,
-        and idempotency keys created before `now - idempotency_retention` (keys are kept
-        for their own retention, so pruning a message never reopens its key).
+        """Drop terminal messages last updated before `now - retention`, in small batches
+        (events older than that too), and idempotency keys created before
+        `now - idempotency_retention` (keys are kept for their own retention, so pruning a
+        message never reopens its key).
         Returns (messages dropped, keys dropped)."""
 
     async def cancel(self, account: str, campaign: str | None = None) -> int:

@@ -9,6 +9,7 @@ field of an outcome with `storable` before writing.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 
@@ -24,3 +25,14 @@ def storable(text: str | None) -> str | None:
     except UnicodeEncodeError:
         text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return _CONTROL.sub("\ufffd", text)
+
+
+def storable_json(value: Any) -> Any:
+    """A JSON-able value with every string in it (keys too) made `storable`."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable(str(k)): storable_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable_json(v) for v in value]
+    return value

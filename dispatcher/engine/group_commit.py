@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable
 
 from dispatcher.engine.stop_points import reached
-from queues.protocol import Lease, MessageState, OutcomeRecord, Queue
+from queues.protocol import Event, Lease, MessageState, OutcomeRecord, Queue
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,9 @@ class OutcomeWriter:
     placeholder (its state kept, its texts replaced) and counted in `placeholders`, so no
     record can block the others. Any other error (the queue unreachable) keeps the batch
     for the next flush.
+
+    Events (pauses, slows, reloads: `add_event`) ride with the next batch, in its
+    transaction; the backend adds each applied outcome's own event there too.
     """
 
     def __init__(
@@ -120,6 +123,7 @@ class OutcomeWriter:
         self._batch_size = batch_size
         self._max_buffer = max_buffer
         self._buffer: list[OutcomeRecord] = []
+        self._events: list[Event] = []
         self._added: deque[tuple[float, int]] = deque()  # (time, records added) runs
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -135,7 +139,7 @@ class OutcomeWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._buffer)
+        return len(self._buffer) + len(self._events)
 
     @property
     def full(self) -> bool:
@@ -162,6 +166,15 @@ class OutcomeWriter:
         if len(self._buffer) >= self._batch_size:
             self._wake.set()
 
+    def add_event(self, event: Event) -> None:
+        """Write `event` with the next batch (alone when no outcome follows within the
+        interval). Bounded: past `max_buffer` the oldest is dropped, with a warning."""
+        if len(self._events) >= self._max_buffer:
+            del self._events[0]
+            log.warning("event buffer full: the oldest event was dropped")
+        self._events.append(event)
+        self._idle.clear()
+
     async def run(self) -> None:
         """Flush loop; runs until cancelled."""
         backoff = self._interval
@@ -181,28 +194,47 @@ class OutcomeWriter:
             return await self._flush_locked()
 
     async def _flush_locked(self) -> bool:
-        while self._buffer:
+        while self._buffer or self._events:
             batch = self._buffer[: self._batch_size]
+            events = self._events[: self._batch_size]
             reached("before_outcome_write")
             try:
-                await self._write(batch)
+                await self._write(batch, events)
             except asyncio.CancelledError:
                 raise
             except _DATA_ERRORS as e:
                 log.warning("outcome batch of %d refused for its data (%s): split", len(batch), e)
                 if not await self._write_apart(batch):
                     return False
+                if events and not await self._write_events_alone(events):
+                    return False
                 continue
             except Exception as e:
                 self._failed(e)
                 return False
+            del self._events[: len(events)]
             self._written(batch, len(batch))
         self._idle.set()
         return True
 
-    async def _write(self, records: list[OutcomeRecord]) -> None:
+    async def _write(self, records: list[OutcomeRecord], events: list[Event] | None = None) -> None:
         # Shielded: a cancelled engine must not lose a write already on its way.
-        await asyncio.shield(self._queue.record_outcomes(self._lease, records))
+        await asyncio.shield(self._queue.record_outcomes(self._lease, records, events or ()))
+
+    async def _write_events_alone(self, events: list[Event]) -> bool:
+        """The events of a batch refused for its data; dropped (logged) if they are the
+        cause. False when the queue became unreachable."""
+        try:
+            await self._write([], events)
+        except asyncio.CancelledError:
+            raise
+        except _DATA_ERRORS as e:
+            log.error("%d events dropped: the queue refused them (%s)", len(events), e)
+        except Exception as e:
+            self._failed(e)
+            return False
+        del self._events[: len(events)]
+        return True
 
     async def _write_apart(self, batch: list[OutcomeRecord]) -> bool:
         """Write `batch` (the buffer's head) in halves, in order; False when the queue
@@ -280,7 +312,7 @@ class OutcomeWriter:
         """Write everything buffered; True when the buffer is empty within `within` seconds."""
         try:
             async with asyncio.timeout(within):
-                while self._buffer:
+                while self._buffer or self._events:
                     if not await self._flush_once():
                         await asyncio.sleep(0.1)
         except TimeoutError:

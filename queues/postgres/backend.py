@@ -23,6 +23,7 @@ hands them back once the server answers again.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import time
@@ -34,7 +35,7 @@ import asyncpg
 
 from queues.accounts import Account, AccountSeed, AccountStatus, ApiKey, KeyScope, NewApiKey
 from queues.postgres.accounts import Accounts
-from queues.postgres.batches import outcome_params
+from queues.postgres.batches import event_params, outcome_params
 from queues.postgres.connection import Database
 from queues.postgres.enqueue import enqueue_many
 from queues.postgres.errors import QueueTimeout, QueueUnavailable
@@ -46,6 +47,7 @@ from queues.protocol import (
     DEFAULT_LEASE_TTL,
     ClaimedMessage,
     EnqueueResult,
+    Event,
     InvalidQueueInput,
     Lease,
     LeaseLost,
@@ -281,19 +283,48 @@ class PostgresQueue:
         )
         return {r["id"] for r in rows}
 
-    async def record_outcomes(self, lease: Lease, outcomes: Sequence[OutcomeRecord]) -> int:
-        """Apply outcomes fenced by the lease, in one asynchronously committed statement."""
-        if not outcomes:
+    async def record_outcomes(
+        self, lease: Lease, outcomes: Sequence[OutcomeRecord], events: Sequence[Event] = ()
+    ) -> int:
+        """Apply outcomes fenced by the lease, with their events and `events`, in one
+        asynchronously committed statement."""
+        if not outcomes and not events:
             return 0
         ids, by_id = outcome_params(outcomes)
         try:
             applied = await self._db.fetchval(
-                QUERIES["record_outcomes"], lease.worker_id, lease.epoch, time.time(), ids, by_id
+                QUERIES["record_outcomes"],
+                lease.worker_id,
+                lease.epoch,
+                time.time(),
+                ids,
+                by_id,
+                event_params(events),
             )
         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as e:
             # The batch's data, not the server: the caller may split it (nothing written).
             raise InvalidQueueInput("outcomes", f"refused by PostgreSQL: {e}") from e
         return int(applied)
+
+    async def append_events(self, events: Sequence[Event]) -> None:
+        """Store events in one statement."""
+        if events:
+            await self._db.fetch(QUERIES["append_events"], event_params(events))
+
+    async def read_events(self, after: int, limit: int) -> list[Event]:
+        """Events with seq > `after`, in seq order."""
+        rows = await self._db.fetch(QUERIES["read_events"], after, limit)
+        return [
+            Event(
+                kind=r["kind"],
+                at=r["at"],
+                data=json.loads(r["data"]),
+                message_id=r["message_id"],
+                account=r["account"],
+                seq=r["seq"],
+            )
+            for r in rows
+        ]
 
     # -- reads and housekeeping --------------------------------------------------------
 
@@ -364,6 +395,7 @@ class PostgresQueue:
         if idempotency_retention < 0:
             raise InvalidQueueInput("idempotency_retention", "must not be negative")
         messages = await self._prune("prune_messages", now - retention)
+        await self._prune("prune_events", now - retention)
         keys = await self._prune("prune_keys", now - idempotency_retention)
         return messages, keys
 

@@ -14,13 +14,14 @@ from typing import Any
 
 from queues.protocol import (
     OUTCOME_STATES,
+    Event,
     IdempotencyConflict,
     InvalidQueueInput,
     MessageState,
     NewMessage,
     OutcomeRecord,
 )
-from queues.text import storable
+from queues.text import storable, storable_json
 
 _INT4 = (-(2**31), 2**31 - 1)
 _REQUIRED_TEXT = (
@@ -229,5 +230,16 @@ def outcome_params(outcomes: Sequence[OutcomeRecord]) -> tuple[list[str], str]:
             storable(o.source_ip),
             storable(o.platform_domain),
             storable(o.mx_host),
+            storable(o.category),
         ]
     return list(latest), json.dumps(latest)
+
+
+def event_params(events: Sequence[Event]) -> str:
+    """Events as the jsonb array of `append_events` and `record_outcomes` ($6)."""
+    rows = []
+    for i, e in enumerate(events):
+        _text(e.kind, f"events[{i}].kind", required=True)
+        _time(e.at, f"events[{i}].at", required=True)
+        rows.append([float(e.at), e.kind, e.message_id, e.account, storable_json(dict(e.data))])
+    return json.dumps(rows, default=str)

@@ -103,6 +103,14 @@ expired_history AS (
            source_ip, platform_domain, mx_host, enqueued_at, $3
     FROM expired
 ),
+expired_events AS (
+    INSERT INTO md_event (at, kind, message_id, account, data)
+    SELECT $3, 'message.failed', id, account,
+           jsonb_strip_nulls(jsonb_build_object(
+               'reason', 'expired', 'attempts', attempts, 'source_ip', source_ip,
+               'platform_domain', platform_domain, 'category', 'MessageExpired'))
+    FROM expired
+),
 picked AS (
     SELECT id FROM md_message
     WHERE state IN ('queued', 'deferred') AND due_at <= $3
@@ -156,7 +164,7 @@ RETURNING id;
 
 -- name: record_outcomes
 -- $1 worker, $2 epoch, $3 now, $4 ids, $5 {id: [state, counts_attempt, retry_at, reply_code,
--- reply_text, source_ip, platform_domain, mx_host]} as jsonb. Rows are found by primary key
+-- reply_text, source_ip, platform_domain, mx_host, category]} as jsonb, $6 other events. Rows are found by primary key
 -- (id = ANY) and each takes its outcome by key lookup in the jsonb object: no join, so no
 -- plan can degrade to comparing every outcome with every row when statistics are stale.
 -- Fenced on (message, worker, epoch): a message recovered by another worker is left
@@ -180,7 +188,7 @@ WITH waiting AS (
     WHERE m.id = ANY($4::text[])
       AND m.worker_id = $1 AND m.lease_epoch = $2 AND m.state IN ('sending', 'committing')
       AND $5::jsonb -> m.id ->> 0 IN ('queued', 'deferred')
-    RETURNING m.id
+    RETURNING m.id, m.account
 ),
 finished AS (
     DELETE FROM md_message m
@@ -198,6 +206,25 @@ archived AS (
            coalesce(o ->> 5, source_ip), coalesce(o ->> 6, platform_domain),
            coalesce(o ->> 7, mx_host), enqueued_at, $3
     FROM finished
+),
+outcome_events AS (
+    -- One event per applied outcome (none for `queued`: no attempt), in this statement.
+    INSERT INTO md_event (at, kind, message_id, account, data)
+    SELECT $3, 'message.' || (a.o ->> 0), a.id, a.account,
+           jsonb_strip_nulls(jsonb_build_object(
+               'reply_code', a.o -> 3, 'reply_text', a.o -> 4, 'source_ip', a.o -> 5,
+               'platform_domain', a.o -> 6, 'mx_host', a.o -> 7, 'category', a.o -> 8,
+               'retry_at', CASE WHEN a.o ->> 0 = 'deferred' THEN a.o -> 2 END))
+    FROM (SELECT w.id, w.account, $5::jsonb -> w.id AS o FROM waiting w
+          UNION ALL
+          SELECT f.id, f.account, f.o FROM finished f) a
+    WHERE a.o ->> 0 <> 'queued'
+),
+other_events AS (
+    -- $6: [[at, kind, message_id, account, data], ...], written whatever the fence says.
+    INSERT INTO md_event (at, kind, message_id, account, data)
+    SELECT (e ->> 0)::float8, e ->> 1, e ->> 2, e ->> 3, e -> 4
+    FROM jsonb_array_elements($6::jsonb) e
 )
 SELECT (SELECT count(*) FROM waiting) + (SELECT count(*) FROM finished) AS applied,
        set_config('synchronous_commit', 'off', true) AS commit_mode;
@@ -239,6 +266,15 @@ held_history AS (
     SELECT id, 'ambiguous', 'recovered_ambiguous', attempts + 1, account, campaign, stream,
            pool, last_reply_code, last_reply_text, source_ip, platform_domain, mx_host,
            enqueued_at, $1
+    FROM held
+),
+held_events AS (
+    INSERT INTO md_event (at, kind, message_id, account, data)
+    SELECT $1, 'message.ambiguous', id, account,
+           jsonb_strip_nulls(jsonb_build_object(
+               'reason', 'recovered_ambiguous', 'attempts', attempts + 1,
+               'source_ip', source_ip, 'platform_domain', platform_domain,
+               'mx_host', mx_host))
     FROM held
 )
 SELECT (SELECT count(*) FROM dead) AS workers,
@@ -322,6 +358,24 @@ WITH doomed AS (
     WHERE (account, idempotency_key) IN (
         SELECT account, idempotency_key FROM md_idempotency WHERE created_at < $1 LIMIT $2
     )
+    RETURNING 1
+)
+SELECT count(*) FROM doomed;
+
+-- name: append_events
+-- $1: [[at, kind, message_id, account, data], ...] as jsonb.
+INSERT INTO md_event (at, kind, message_id, account, data)
+SELECT (e ->> 0)::float8, e ->> 1, e ->> 2, e ->> 3, e -> 4
+FROM jsonb_array_elements($1::jsonb) e;
+
+-- name: read_events
+SELECT seq, at, kind, message_id, account, data::text AS data FROM md_event
+WHERE seq > $1 ORDER BY seq LIMIT $2;
+
+-- name: prune_events
+WITH doomed AS (
+    DELETE FROM md_event
+    WHERE seq IN (SELECT seq FROM md_event WHERE at < $1 ORDER BY at LIMIT $2)
     RETURNING 1
 )
 SELECT count(*) FROM doomed;

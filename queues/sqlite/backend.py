@@ -27,6 +27,7 @@ from queues.protocol import (
     DEFAULT_LEASE_TTL,
     ClaimedMessage,
     EnqueueResult,
+    Event,
     InvalidQueueInput,
     Lease,
     MessageRecord,
@@ -37,6 +38,7 @@ from queues.protocol import (
     StatusCounts,
 )
 from queues.sqlite import accounts, delivery, leases, status
+from queues.sqlite import events as events_module
 from queues.sqlite.connection import SqliteConnection, transaction
 from queues.sqlite.enqueue import enqueue_batch
 from queues.sqlite.locks import OwnLocks, lock_dir
@@ -152,19 +154,37 @@ class SqliteQueue:
             partial(delivery.mark_committing, lease=lease, ids=list(ids), now=time.time())
         )
 
-    async def record_outcomes(self, lease: Lease, outcomes: Sequence[OutcomeRecord]) -> int:
-        """Apply a batch of outcomes in one fenced transaction; how many applied."""
-        if not outcomes:
+    async def record_outcomes(
+        self, lease: Lease, outcomes: Sequence[OutcomeRecord], events: Sequence[Event] = ()
+    ) -> int:
+        """Apply a batch of outcomes in one fenced transaction, with their events and
+        `events`; how many outcomes applied."""
+        if not outcomes and not events:
             return 0
         batch = list(outcomes)
         delivery.check_outcomes(batch)
         try:
             return await self._db.write(
-                partial(delivery.record_outcomes, lease=lease, outcomes=batch, now=time.time())
+                partial(
+                    delivery.record_outcomes,
+                    lease=lease,
+                    outcomes=batch,
+                    now=time.time(),
+                    events=list(events),
+                )
             )
         except (sqlite3.DataError, sqlite3.IntegrityError, sqlite3.InterfaceError) as e:
             # The batch's data, not the database: the caller may split it (nothing written).
             raise InvalidQueueInput("outcomes", f"refused by SQLite: {e}") from e
+
+    async def append_events(self, events: Sequence[Event]) -> None:
+        """Store events in one transaction."""
+        if events:
+            await self._db.write(partial(events_module.write_events, events=list(events)))
+
+    async def read_events(self, after: int, limit: int) -> list[Event]:
+        """Events with seq > `after`, oldest first."""
+        return await self._db.run(partial(events_module.read, after=after, limit=limit))
 
     async def recover(
         self, now: float, ambiguous_policy: Mapping[str, str] | None = None
@@ -204,6 +224,7 @@ class SqliteQueue:
         """Drop old finished messages and old idempotency keys, a small batch per
         transaction so that claims and enqueues keep flowing meanwhile."""
         messages = await self._drain(partial(status.prune_messages, before=now - retention))
+        await self._drain(partial(events_module.prune, before=now - retention))
         keys = await self._drain(partial(status.prune_keys, before=now - idempotency_retention))
         return messages, keys
 

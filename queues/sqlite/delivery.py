@@ -14,12 +14,14 @@ from typing import Any
 from queues.protocol import (
     OUTCOME_STATES,
     ClaimedMessage,
+    Event,
     InvalidQueueInput,
     Lease,
     LeaseLost,
     MessageState,
     OutcomeRecord,
 )
+from queues.sqlite.events import write_events, write_outcome_events
 from queues.sqlite.leases import is_current
 from queues.sqlite.sql import Q
 from queues.text import storable
@@ -48,6 +50,7 @@ def claim(conn: sqlite3.Connection, lease: Lease, limit: int, now: float) -> lis
         taken = [row for row in rows if not _expired(row[_EXPIRES_AT], now)]
         seqs = json.dumps([row[0] for row in taken])
         conn.execute(Q.claim_take, (lease.worker_id, lease.epoch, now, seqs))
+        conn.executemany(Q.expired_event, expired)
         conn.executemany(Q.claim_expire, expired)
         claimed.extend(_claimed(row, lease) for row in taken)
         if not expired or len(rows) < wanted:
@@ -106,11 +109,18 @@ def check_outcomes(outcomes: Sequence[OutcomeRecord]) -> None:
 
 
 def record_outcomes(
-    conn: sqlite3.Connection, lease: Lease, outcomes: Sequence[OutcomeRecord], now: float
+    conn: sqlite3.Connection,
+    lease: Lease,
+    outcomes: Sequence[OutcomeRecord],
+    now: float,
+    events: Sequence[Event] = (),
 ) -> int:
-    """Apply the outcomes of messages this lease still holds; how many were applied."""
+    """Apply the outcomes of messages this lease still holds, with their events, and
+    `events`; how many outcomes were applied."""
+    write_events(conn, events)
     if not outcomes or not is_current(conn, lease):
         return 0
+    write_outcome_events(conn, lease, outcomes, now)
     cursor = conn.executemany(
         Q.record_outcome,
         [

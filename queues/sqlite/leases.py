@@ -102,5 +102,6 @@ def _take_over(
     args = (row.worker_id, row.epoch, now)
     requeued = conn.execute(Q.recover_sending, args).rowcount
     requeued += conn.execute(Q.recover_committing_retry, (*args, streams)).rowcount
+    conn.execute(Q.recovered_event, args)  # what is still committing now is held
     ambiguous = conn.execute(Q.recover_committing_hold, args).rowcount
     return requeued, ambiguous

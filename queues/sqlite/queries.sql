@@ -177,3 +177,37 @@ WHERE worker_id = ?1 AND epoch = ?2 AND NOT EXISTS (
     SELECT 1 FROM messages
     WHERE state IN ('sending', 'committing') AND worker_id = ?1 AND lease_epoch = ?2
 );
+
+-- name: outcome_event
+-- ?1 now, ?2 kind, ?3 data (JSON), ?4 id, ?5 worker, ?6 epoch. Run before record_outcome in
+-- its transaction, under the same fence: an event exactly for each outcome that applies.
+INSERT INTO events (at, kind, message_id, account, data)
+SELECT ?1, ?2, id, account, ?3 FROM messages
+WHERE id = ?4 AND +state IN ('sending', 'committing') AND worker_id = ?5 AND lease_epoch = ?6;
+
+-- name: expired_event
+-- ?1 now, ?2 seq: a waiting message past its expiry, about to become failed.
+INSERT INTO events (at, kind, message_id, account, data)
+SELECT ?1, 'message.failed', id, account,
+       json_object('reason', 'expired', 'attempts', attempts, 'source_ip', source_ip,
+                   'platform_domain', platform_domain, 'category', 'MessageExpired')
+FROM messages WHERE seq = ?2;
+
+-- name: recovered_event
+-- ?1 worker, ?2 epoch, ?3 now: committing messages of a dead worker, about to be held.
+INSERT INTO events (at, kind, message_id, account, data)
+SELECT ?3, 'message.ambiguous', id, account,
+       json_object('reason', 'recovered_ambiguous', 'attempts', attempts + 1,
+                   'source_ip', source_ip, 'platform_domain', platform_domain,
+                   'mx_host', mx_host)
+FROM messages WHERE state = 'committing' AND worker_id = ?1 AND lease_epoch = ?2;
+
+-- name: insert_event
+INSERT INTO events (at, kind, message_id, account, data) VALUES (?1, ?2, ?3, ?4, ?5);
+
+-- name: read_events
+SELECT seq, at, kind, message_id, account, data FROM events WHERE seq > ?1 ORDER BY seq
+LIMIT ?2;
+
+-- name: prune_events
+DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE at < ?1 ORDER BY at LIMIT ?2);

@@ -110,3 +110,17 @@ CREATE TABLE IF NOT EXISTS api_keys (
 ) WITHOUT ROWID;
 
 CREATE INDEX IF NOT EXISTS api_keys_account ON api_keys (account_id, created_at);
+
+-- The event outbox: outcome events written in the transaction of their outcomes, and the
+-- deliverability events (pauses, slows, reloads). AUTOINCREMENT: a seq is never handed out
+-- twice, even after pruning the newest rows, so a consumer's cursor stays valid.
+CREATE TABLE IF NOT EXISTS events (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at         REAL NOT NULL,
+    kind       TEXT NOT NULL,
+    message_id TEXT,
+    account    TEXT,
+    data       TEXT NOT NULL  -- a JSON object
+);
+
+CREATE INDEX IF NOT EXISTS events_at ON events (at);

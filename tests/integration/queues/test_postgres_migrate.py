@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from queues.postgres import PostgresQueue, SchemaMismatch, migrate
+from queues.postgres.migrate import check_versions
 from queues.postgres.sql import LATEST_VERSION, MIGRATIONS
 from tests.support.postgres import create_test_database
 
@@ -95,3 +96,34 @@ async def test_open_refuses_an_unmigrated_database() -> None:
     assert err.value.code == "schema_not_migrated"
     assert "maildispatch db migrate" in str(err.value)
     assert "md_message" not in await _tables(dsn)  # open() never migrates by itself
+
+
+async def test_a_migration_not_yet_applied_is_applied_whatever_its_number() -> None:
+    """Numbers are handed out per change: one may land after a larger one was applied."""
+    dsn = await create_test_database()
+    events = next(m for m in MIGRATIONS if m.name.endswith("_events.sql"))
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP TABLE md_event")
+        await conn.execute("DELETE FROM md_schema_version WHERE version = $1", events.version)
+    finally:
+        await conn.close()
+    with pytest.raises(SchemaMismatch) as err:
+        await PostgresQueue(dsn).open()
+    assert err.value.code == "schema_not_migrated"
+
+    assert await migrate(dsn) == LATEST_VERSION
+
+    assert await _versions(dsn) == [m.version for m in MIGRATIONS]
+    assert "md_event" in await _tables(dsn)
+    queue = PostgresQueue(dsn)
+    await queue.open()
+    await queue.close()
+
+
+def test_open_names_the_missing_migrations() -> None:
+    applied = {m.version for m in MIGRATIONS[1:]}  # the first one missing
+    with pytest.raises(SchemaMismatch) as err:
+        check_versions(applied)
+    assert err.value.code == "schema_not_migrated"
+    assert f"[{MIGRATIONS[0].version}]" in str(err.value)
