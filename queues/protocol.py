@@ -303,6 +303,9 @@ class Queue(Protocol):
     async def read_events(self, after: int, limit: int) -> list[Event]:
         """Stored events with seq > `after`, in seq order, at most `limit`."""
 
+    async def last_event_seq(self) -> int:
+        """The largest stored event seq (0 when there is none)."""
+
     async def recover(
         self, now: float, ambiguous_policy: Mapping[str, str] | None = None
     ) -> RecoveryReport:

@@ -375,6 +375,31 @@ def cmd_accounts(args: argparse.Namespace) -> int:
     return _run(run(args, _load(args.config)))
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    from dispatcher.cli.events import event_dict, event_line, tail
+    from dispatcher.engine.runtime import make_queue
+
+    config = _load(args.config)
+
+    def out(e: Any) -> None:
+        print(json.dumps(event_dict(e)) if args.json else event_line(e), flush=True)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        q = make_queue(config)
+        await q.open()
+        try:
+            await tail(q, out, lines=args.lines, follow=not args.no_follow, stop=stop)
+        finally:
+            await q.close()
+
+    _run(main())
+    return 0
+
+
 def cmd_bench(argv: list[str]) -> int:
     from bench.cli import main as bench_main
 
@@ -443,6 +468,15 @@ def build_parser() -> argparse.ArgumentParser:
     from dispatcher.cli.accounts import add_parser as add_accounts
 
     add_accounts(sub, cmd_accounts)
+
+    ev = sub.add_parser("events", help="the event outbox")
+    evsub = ev.add_subparsers(dest="events_cmd", required=True)
+    et = evsub.add_parser("tail", help="print the last events, then follow new ones")
+    et.add_argument("--config")
+    et.add_argument("--json", action="store_true", help="one JSON object a line")
+    et.add_argument("-n", "--lines", type=int, default=20, help="events shown before following")
+    et.add_argument("--no-follow", action="store_true", help="print and exit")
+    et.set_defaults(func=cmd_events)
 
     sub.add_parser("bench", help="benchmarks (see bench/README.md)", add_help=False)
     return p

@@ -311,6 +311,10 @@ class PostgresQueue:
         if events:
             await self._db.fetch(QUERIES["append_events"], event_params(events))
 
+    async def last_event_seq(self) -> int:
+        """The largest stored event seq (0 when there is none)."""
+        return int(await self._db.fetchval(QUERIES["last_event_seq"]))
+
     async def read_events(self, after: int, limit: int) -> list[Event]:
         """Events with seq > `after`, in seq order."""
         rows = await self._db.fetch(QUERIES["read_events"], after, limit)

@@ -379,3 +379,6 @@ WITH doomed AS (
     RETURNING 1
 )
 SELECT count(*) FROM doomed;
+
+-- name: last_event_seq
+SELECT coalesce(max(seq), 0) FROM md_event;

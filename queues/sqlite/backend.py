@@ -186,6 +186,10 @@ class SqliteQueue:
         """Events with seq > `after`, oldest first."""
         return await self._db.run(partial(events_module.read, after=after, limit=limit))
 
+    async def last_event_seq(self) -> int:
+        """The largest stored event seq (0 when there is none)."""
+        return await self._db.run(events_module.last_seq)
+
     async def recover(
         self, now: float, ambiguous_policy: Mapping[str, str] | None = None
     ) -> RecoveryReport:

@@ -65,6 +65,11 @@ def read(conn: sqlite3.Connection, after: int, limit: int) -> list[Event]:
     ]
 
 
+def last_seq(conn: sqlite3.Connection) -> int:
+    """The largest event seq, 0 when there is none."""
+    return int(conn.execute(Q.last_event_seq).fetchone()[0])
+
+
 def prune(conn: sqlite3.Connection, before: float) -> int:
     """Delete up to PRUNE_BATCH events older than `before`."""
     return int(conn.execute(Q.prune_events, (before, PRUNE_BATCH)).rowcount)

@@ -211,3 +211,6 @@ LIMIT ?2;
 
 -- name: prune_events
 DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE at < ?1 ORDER BY at LIMIT ?2);
+
+-- name: last_event_seq
+SELECT coalesce(max(seq), 0) FROM events;
