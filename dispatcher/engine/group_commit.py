@@ -219,7 +219,10 @@ class OutcomeWriter:
 
     async def _write(self, records: list[OutcomeRecord], events: list[Event] | None = None) -> None:
         # Shielded: a cancelled engine must not lose a write already on its way.
-        await asyncio.shield(self._queue.record_outcomes(self._lease, records, events or ()))
+        if events:
+            await asyncio.shield(self._queue.record_outcomes(self._lease, records, events))
+        else:
+            await asyncio.shield(self._queue.record_outcomes(self._lease, records))
 
     async def _write_events_alone(self, events: list[Event]) -> bool:
         """The events of a batch refused for its data; dropped (logged) if they are the
