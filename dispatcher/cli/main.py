@@ -12,13 +12,14 @@ import sys
 import time
 from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any, NamedTuple, TypeVar
 
 from dispatcher.config import Config, ConfigError, load_config
 from queues.accounts import AccountError
 from queues.protocol import QueueError
 
 T = TypeVar("T")
+log = logging.getLogger("maildispatch")
 DEFAULT_CONFIG = "config.toml"
 
 
@@ -179,16 +180,31 @@ def _run_processes(args: argparse.Namespace) -> int:
 # -- enqueue -----------------------------------------------------------------------------
 
 
-def _lines(source: str) -> Iterator[tuple[int, bytes]]:
-    # Bytes: parse_payload decodes each line, so bad UTF-8 is that line's error alone.
-    fh: IO[bytes] = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
-    try:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                yield n, line
-    finally:
-        if fh is not sys.stdin.buffer:
-            fh.close()
+class _TooLong(NamedTuple):
+    """A line over the size limit, skipped without being held in memory."""
+
+    size: int
+
+
+def _lines(fh: IO[bytes], limit: int) -> Iterator[tuple[int, bytes | _TooLong]]:
+    """Non-blank lines with their numbers; a line over `limit` bytes is read past in
+    bounded chunks and comes back as `_TooLong` (its neighbours are unaffected)."""
+    n = 0
+    while True:
+        line = fh.readline(limit + 1)
+        if not line:
+            return
+        n += 1
+        if len(line) > limit and not line.endswith(b"\n"):
+            size = len(line)
+            while True:
+                rest = fh.readline(1 << 20)
+                size += len(rest)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield n, _TooLong(size)
+        elif line.strip():
+            yield n, line
 
 
 def _printable(text: str) -> str:
@@ -197,17 +213,30 @@ def _printable(text: str) -> str:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
+    """Exit 0: every line stored (or found stored); 1: some lines refused (each reported as
+    `line N: field: reason` on stderr, the others stored); 2: usage, config or I/O error."""
     from dispatcher.engine.runtime import Runtime
     from dispatcher.message.intake import MessageError, parse_payload
-    from queues.protocol import IdempotencyConflict, NewMessage
+    from queues.protocol import IdempotencyConflict, InvalidQueueInput, NewMessage
 
     config = _load(args.config)
+    # A line cannot hold a message under the size limit if it is much larger than it:
+    # JSON escapes at most six bytes per character.
+    limit = 6 * config.dispatch.max_message_bytes + (1 << 20)
     errors = 0
+    try:
+        fh: IO[bytes] = sys.stdin.buffer if args.path == "-" else open(args.path, "rb")  # noqa: SIM115
+    except OSError as e:
+        print(f"cannot read {_printable(args.path)}: {e.strerror or e}", file=sys.stderr)
+        return 2
 
     def bad(line_no: int, field: str, text: str) -> None:
         nonlocal errors
         errors += 1
         print(f"line {line_no}: {_printable(field)}: {_printable(text)}", file=sys.stderr)
+
+    def stored(r: Any) -> None:
+        print(f"{r.id}{'' if r.created else ' duplicate'}")
 
     async def main() -> None:
         rt = await Runtime.open(config)
@@ -218,28 +247,38 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                 if not pending:
                     return
                 try:
-                    results = await rt.queue.enqueue_many([m for _, m in pending])
-                    for _pending_item, r in zip(pending, results, strict=True):
-                        print(f"{r.id}{'' if r.created else ' duplicate'}")
-                except IdempotencyConflict:
-                    # Find the conflicting line(s); store the others one by one.
+                    for r in await rt.queue.enqueue_many([m for _, m in pending]):
+                        stored(r)
+                except (IdempotencyConflict, InvalidQueueInput):
+                    # Find the refused line(s); store the others one by one.
                     for line_no, m in pending:
                         try:
                             (r,) = await rt.queue.enqueue_many([m])
-                            print(f"{r.id}{'' if r.created else ' duplicate'}")
+                            stored(r)
                         except IdempotencyConflict as e:
                             bad(line_no, "idempotency_key", str(e))
+                        except InvalidQueueInput as e:
+                            bad(line_no, e.field.rpartition(".")[2], e.reason)
                 pending.clear()
 
             now = time.time()
-            for line_no, line in _lines(args.path):
+            for line_no, line in _lines(fh, limit):
                 try:
-                    # parse_payload, not json.loads: duplicate keys, NaN and bad UTF-8 are
-                    # refused as the other entry points refuse them (field "payload"...).
+                    if isinstance(line, _TooLong):
+                        raise MessageError(
+                            "payload", "too_large", f"the line is over {limit} bytes"
+                        )
+                    # parse_payload, not json.loads: duplicate keys, NaN, bad UTF-8, depth
+                    # and number size are refused as the other entry points refuse them.
                     payload = parse_payload(line)
                     pending.append((line_no, rt.factory.build(payload, now=now)))
                 except MessageError as e:
-                    bad(line_no, e.field, str(e))
+                    bad(line_no, e.field, e.reason)
+                    continue
+                except Exception as e:
+                    # A bug, not the input's fault: this line is reported, the rest go on.
+                    log.debug("line %d could not be processed", line_no, exc_info=True)
+                    bad(line_no, "payload", f"could not be processed ({type(e).__name__})")
                     continue
                 if len(pending) >= 1000:
                     await flush()
@@ -247,7 +286,14 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         finally:
             await rt.close()
 
-    _run(main())
+    try:
+        _run(main())
+    except OSError as e:
+        print(f"I/O error: {_printable(str(e))}", file=sys.stderr)
+        return 2
+    finally:
+        if fh is not sys.stdin.buffer:
+            fh.close()
     return 1 if errors else 0
 
 

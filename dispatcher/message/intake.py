@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import math
 import os
 import re
 import threading
+import unicodedata
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -125,23 +127,79 @@ _URL = re.compile(r"https://[A-Za-z0-9.\-]+(?::\d{1,5})?(?:[/?#][!-~]*)?")
 # --------------------------------------------------------------------------- JSON intake
 
 
+# Arrays and objects nested in one document, the document included; far below the
+# interpreter's recursion limit. Fields have their own, smaller bound (metadata: 32).
+MAX_JSON_DEPTH = 64
+MAX_NUMBER_DIGITS = 20  # an integer literal longer than this is refused before conversion
+MAX_TIMESTAMP = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = [0] * 256
+for _b in b"[{":
+    _DEPTH_STEP[_b] = 1
+for _b in b"]}":
+    _DEPTH_STEP[_b] = -1
+
+
 class _Pairs(list[tuple[str, Any]]):
     """An object as read, before duplicate keys are checked with their key path."""
 
 
-def parse_payload(raw: bytes | str) -> dict[str, object]:
-    """Read one enqueue JSON document; refuses invalid JSON, non-objects, NaN/Infinity and
-    duplicate keys (field = key path, code "duplicate")."""
+class BigNumber:
+    """An integer literal too long to convert safely: a field check refuses it by name."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: str) -> None:
+        self.digits = len(digits)
+
+    def __repr__(self) -> str:
+        return f"<a number of {self.digits} digits>"
+
+
+def _parse_int(text: str) -> int | BigNumber:
+    # The interpreter refuses str -> int over 4,300 digits with a bare ValueError, and
+    # converting a long literal costs quadratic time: refuse by length first.
+    return int(text) if len(text) <= MAX_NUMBER_DIGITS else BigNumber(text)
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest in `raw` (strings skipped), without recursion."""
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    return max(itertools.accumulate(map(_DEPTH_STEP.__getitem__, brackets)))
+
+
+def parse_payload(raw: bytes | str, *, max_bytes: int | None = None) -> dict[str, object]:
+    """Read one enqueue JSON document; refuses invalid UTF-8 (with its byte offset), invalid
+    JSON, non-objects, NaN/Infinity, nesting deeper than MAX_JSON_DEPTH, integer literals
+    longer than MAX_NUMBER_DIGITS (as the field's error) and duplicate keys (field = key
+    path, code "duplicate"). Depth and size are checked before the decoder runs."""
 
     def no_constants(name: str) -> object:
         raise MessageError("payload", "invalid", f"{name} is not valid JSON")
 
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if max_bytes is not None and len(data) > max_bytes:
+        raise MessageError("payload", "too_large", f"the document is over {max_bytes} bytes")
     try:
-        doc = json.loads(raw, object_pairs_hook=_Pairs, parse_constant=no_constants)
-    except UnicodeDecodeError:
-        raise MessageError("payload", "invalid", "not valid UTF-8") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MessageError("payload", "invalid", f"not valid UTF-8 at byte {e.start}") from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise MessageError(
+            "payload", "invalid", f"arrays and objects nested more than {MAX_JSON_DEPTH} deep"
+        )
+    try:
+        doc = json.loads(
+            text, object_pairs_hook=_Pairs, parse_constant=no_constants, parse_int=_parse_int
+        )
     except json.JSONDecodeError as e:
         raise MessageError("payload", "invalid", f"not valid JSON: {e.msg} at {e.pos}") from None
+    except RecursionError:  # cannot happen below MAX_JSON_DEPTH; never a traceback
+        raise MessageError("payload", "invalid", "nested too deep") from None
     if not isinstance(doc, _Pairs):
         raise MessageError("payload", "invalid", "expected a JSON object")
     result = _unpair(doc, "")
@@ -244,6 +302,9 @@ def parse_mailbox(value: object, name: str) -> Mailbox:
         raise MessageError(name, "too_long", "the local part is longer than 64 octets")
     if domain_in.startswith("["):
         raise MessageError(name, "invalid", "address literals are not accepted")
+    rewrite = idna_rewrite(domain_in)
+    if rewrite is not None:
+        raise MessageError(name, "invalid", rewrite)
     domain = _domain(domain_in) if domain_in == domain_in.strip() else None
     if domain is None:
         raise MessageError(name, "invalid", f"not a valid domain: {_short(domain_in)}")
@@ -262,12 +323,47 @@ def _domain(value: str) -> str | None:
     if not value.isascii():
         try:
             value = idna.encode(value, uts46=True, transitional=False).decode("ascii")
-        except (idna.IDNAError, UnicodeError):
+        except (idna.IDNAError, UnicodeError, ValueError):
             return None
     try:
         return check_domain(value, "")
     except ConfigError:
         return None
+
+
+# Label separators IDNA itself treats as dots (RFC 3490 3.1): typed by users, not rewrites.
+_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+
+
+@lru_cache(maxsize=4096)
+def idna_rewrite(value: str) -> str | None:
+    """How UTS 46 mapping would change `value` beyond case folding and NFC normalisation
+    (a zero-width character deleted, a compatibility character mapped), or None.
+
+    Such a domain is refused rather than silently rewritten: the message would go to a
+    domain the caller did not type."""
+    if value.isascii():
+        return None
+    nfc = unicodedata.normalize("NFC", value.translate(_DOTS))
+    typed = nfc.lower()
+    try:
+        mapped = idna.uts46_remap(typed, std3_rules=True, transitional=False)
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return None  # refused as invalid by _domain
+    # Case folding as UTS 46 does it: per character (upper-case sigma is always σ).
+    folded = (typed, "".join(c.lower() for c in nfc))
+    if any(unicodedata.normalize("NFC", f) == mapped for f in folded):
+        return None
+    changed = sorted({c for c in typed if c not in mapped or _remap(c) != c})
+    shown = ", ".join(f"U+{ord(c):04X}" for c in changed[:3]) or "characters"
+    return f"IDNA mapping would change the domain ({shown}): type it as {mapped!r}"
+
+
+def _remap(c: str) -> str:
+    try:
+        return str(idna.uts46_remap(c, std3_rules=True, transitional=False))
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return ""
 
 
 @lru_cache(maxsize=256)
@@ -305,9 +401,16 @@ def _timestamp(value: object, name: str) -> float | None:
     if isinstance(value, bool):
         raise MessageError(name, "invalid", "expected ISO 8601 date-time or epoch seconds")
     if isinstance(value, int | float):
-        if not math.isfinite(value) or value <= 0:
+        # Compared before float(): a 400-digit integer would overflow the conversion.
+        if isinstance(value, float) and not math.isfinite(value):
             raise MessageError(name, "invalid", "expected positive epoch seconds")
+        if not 0 < value <= MAX_TIMESTAMP:
+            raise MessageError(
+                name, "invalid", f"expected positive epoch seconds up to {MAX_TIMESTAMP:.0f}"
+            )
         return float(value)
+    if isinstance(value, BigNumber):
+        raise MessageError(name, "invalid", f"expected epoch seconds, got {value!r}")
     if isinstance(value, str):
         try:
             when = dt.datetime.fromisoformat(value)
@@ -326,9 +429,14 @@ def _json_value(value: object, path: str, depth: int = 0) -> None:
     if depth > 32:
         top = re.split(r"[.\[]", path, maxsplit=1)[0]
         raise MessageError(top, "invalid", "nested more than 32 levels deep")
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
         return
-    if isinstance(value, float):
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**64:  # what every JSON reader can hold; hashable
+            raise MessageError(path, "invalid", "integer out of range (64 bits)")
+    elif isinstance(value, BigNumber):
+        raise MessageError(path, "invalid", f"integer out of range: {value!r}")
+    elif isinstance(value, float):
         if not math.isfinite(value):
             raise MessageError(path, "invalid", "numbers must be finite")
     elif isinstance(value, str):

@@ -93,12 +93,8 @@ accept(
     "idn_display_and_domain", to="Ünïcødé <user@例え.テスト>", rcpt="user@" + idna("例え.テスト")
 )
 accept("idna2008_sharp_s", to="user@faß.de", rcpt="user@xn--fa-hia.de")
-# full-width letters map to ASCII under UTS 46
-accept(
-    "fullwidth_domain",
-    to="user@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.org",
-    rcpt="user@example.org",
-)
+# Full-width letters map to ASCII under UTS 46: a silent rewrite, refused (issue 10).
+reject("fullwidth_domain", "to", "invalid", to="user@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.org")
 accept("upper_case_domain", to="Jane@EXAMPLE.ORG", rcpt="Jane@example.org")
 accept("non_ascii_local_part", to="josé@example.org", rcpt="josé@example.org", smtputf8=True)
 accept(
@@ -471,6 +467,59 @@ reject(
     send_at="2998-01-01T00:00:00Z",
     expires_at="2997-01-01T00:00:00Z",
 )
+
+
+# --- rejected: hostile JSON (issue 10, finding 6: each crashed enqueue before) ------------
+
+
+def _with(field_json: str) -> str:
+    """BASE as a JSON document with one more member, written as raw JSON text."""
+    return json.dumps(BASE)[:-1] + ", " + field_json + "}"
+
+
+# Nesting past the interpreter's recursion limit was a RecursionError in the decoder; the
+# depth is checked before decoding now, so the document is refused as a whole.
+reject_raw("nested_metadata_arrays_500", _with('"metadata": {"a": ' + "[" * 500 + "]" * 500 + "}"), "payload", "invalid")
+reject_raw("nested_metadata_objects_5000", _with('"metadata": ' + '{"a": ' * 5000 + "1" + "}" * 5000), "payload", "invalid")
+reject_raw("nested_to_arrays_600", _with('"to2": ' + "[" * 600 + "]" * 600).replace('"to2"', '"to"').replace('"to": "jane@example.org", ', ""), "payload", "invalid")
+reject_raw("nested_document_65", _with('"metadata": ' + '{"a": ' * 64 + "1" + "}" * 64), "payload", "invalid")
+# Within the document's bound, a field's own bound (32) names the field.
+reject_raw("nested_metadata_33", _with('"metadata": ' + '{"a": ' * 34 + "1" + "}" * 34), "metadata", "invalid")
+accept("nested_metadata_32", metadata=json.loads('{"a": ' * 31 + "1" + "}" * 31))
+# Brackets inside strings are text, not nesting.
+accept("brackets_in_strings", subject="[" * 200, metadata={"k": "{" * 5000})
+# Long integer literals: OverflowError (send_at), the interpreter's 4,300-digit limit
+# (priority) and quadratic conversion time are refused by length before conversion.
+reject_raw("send_at_400_digits", _with('"send_at": ' + "9" * 400), "send_at", "invalid")
+reject_raw("priority_5000_digits", _with('"priority": ' + "7" * 5000), "priority", "invalid")
+reject_raw("metadata_5000_digits", _with('"metadata": {"n": ' + "1" * 5000 + "}"), "metadata.n", "invalid")
+reject_raw("metadata_int_over_64_bits", _with('"metadata": {"n": 36893488147419103232}'), "metadata.n", "invalid")
+accept("metadata_int_64_bits", metadata={"n": 18446744073709551615, "m": -9223372036854775808})
+reject_raw("send_at_float_overflow", _with('"send_at": 1e400'), "send_at", "invalid")
+reject("send_at_after_year_9999", "send_at", "invalid", send_at=1e15)
+reject("expires_at_after_year_9999", "expires_at", "invalid", expires_at=10**30)
+cases.append(
+    {
+        "name": "invalid_utf8_in_a_value",
+        "expect": "reject",
+        "raw_base64": base64.b64encode(
+            json.dumps(BASE).encode().replace(b"Hello Jane", b"Hello \xc3\x28Jane")
+        ).decode(),
+        "field": "payload",
+        "code": "invalid",
+    }
+)
+
+# --- rejected: a recipient domain IDNA mapping would silently rewrite ---------------------
+reject("zero_width_space_in_domain", "to", "invalid", to="jane@exa\u200bmple.org")
+reject("zero_width_joiner_in_domain", "to", "invalid", to="jane@exam\u200dple.org")
+reject("soft_hyphen_in_domain", "to", "invalid", to="jane@exam\u00adple.org")
+reject("fullwidth_letter_in_domain", "to", "invalid", to="jane@\uff45xample.org")
+reject("ligature_in_domain", "to", "invalid", to="jane@\ufb01le.example")
+reject("zero_width_in_reply_to_domain", "reply_to", "invalid", reply_to="x@exa\u200bmple.org")
+accept("ideographic_full_stop_is_a_dot", to="jane@例え\u3002テスト", rcpt="jane@" + idna("例え.テスト"))
+accept("decomposed_umlaut_is_nfc", to="user@bu\u0308cher.example", rcpt="user@" + idna("bücher.example"))
+accept("upper_case_idn", to="user@BÜCHER.example", rcpt="user@" + idna("bücher.example"))
 
 
 def main() -> None:

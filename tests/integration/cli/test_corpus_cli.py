@@ -133,6 +133,10 @@ async def test_corpus_through_the_cli_and_a_strict_sink(
                 got is None or not got.startswith(f"{_printable(str(case.field))}: ")
             ):
                 wrong.append(f"{case.name}: expected field {case.field!r}, printed {got!r}")
+            elif case.expect == "reject" and got is not None:
+                field = _printable(str(case.field))
+                if got.startswith(f"{field}: {field}: "):
+                    wrong.append(f"{case.name}: the field is printed twice: {got!r}")
         assert not wrong, "\n".join(wrong)
         assert code == 1
 
