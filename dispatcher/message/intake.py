@@ -27,11 +27,13 @@ import idna
 
 from dispatcher.config import AccountConfig, Config, ConfigError, StreamConfig, check_domain
 from dispatcher.message.render import (
+    MAX_LINE,
     Body,
     Mailbox,
     assemble,
     encode_body,
     fold,
+    longest_header_line,
     mailbox_header,
     unstructured,
 )
@@ -350,7 +352,7 @@ def idna_rewrite(value: str) -> str | None:
         mapped = idna.uts46_remap(typed, std3_rules=True, transitional=False)
     except (idna.IDNAError, UnicodeError, ValueError):
         return None  # refused as invalid by _domain
-    # Case folding as UTS 46 does it: per character (upper-case sigma is always σ).
+    # Case folding as UTS 46 does it: per character (an upper-case sigma maps to the medial form).
     folded = (typed, "".join(c.lower() for c in nfc))
     if any(unicodedata.normalize("NFC", f) == mapped for f in folded):
         return None
@@ -744,6 +746,16 @@ class MessageFactory:
                     ) from None
         header_block = "".join(head)
         body = assemble(header_block, bodies, utf8=smtputf8)
+        # Asserted once, whatever the input: a receiver enforcing RFC 5322 refuses the
+        # whole message for one header line over 998 octets.
+        longest, line_name = longest_header_line(body)
+        if longest > MAX_LINE:
+            shown = line_name.decode("utf-8", "replace")
+            raise MessageError(
+                _header_field(line_name, f.extra_headers),
+                "too_long",
+                f"the {shown} header line would be {longest} octets (at most {MAX_LINE})",
+            )
         if len(body) > self.max_message_bytes:
             culprit = "headers" if len(header_block) > len(body) // 2 else _bigger(f.text, f.html)
             raise MessageError(culprit, "too_large", self._too_large())
@@ -794,6 +806,18 @@ class _Fields:
     unsubscribe: list[str]
     due_at: float
     expires_at: float
+
+
+_HEADER_FIELDS = {b"from": "from", b"to": "to", b"subject": "subject", b"reply-to": "reply_to"}
+
+
+def _header_field(name: bytes, extra: list[tuple[str, str]]) -> str:
+    """The payload field a rendered header line came from."""
+    lower = name.lower()
+    for hname, _ in extra:
+        if hname.lower().encode() == lower:
+            return f"headers.{hname}"
+    return _HEADER_FIELDS.get(lower, "headers")
 
 
 def _bigger(text: str | None, html: str | None) -> str:

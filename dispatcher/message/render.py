@@ -95,7 +95,25 @@ def unstructured(name: str, value: str) -> str:
             tokens[-1] = tokens[-1] + " " + word
         else:
             tokens.append(word)
+    if max(map(len, tokens)) > _RAW_WORD_MAX:
+        # A run of blanks glued words into one token no fold can split: encoded-words keep
+        # every blank (inside the encoding) and fold anywhere.
+        return fold(name, encoded_words(value))
     return fold(name, tokens)
+
+
+def longest_header_line(message: bytes) -> tuple[int, bytes]:
+    """(octets, field name) of the longest line of `message`'s header block."""
+    end = message.find(b"\r\n\r\n")
+    head = message if end < 0 else message[:end]
+    longest, name = 0, b""
+    current = b""
+    for line in head.split(b"\r\n"):
+        if line[:1] not in (b" ", b"\t"):
+            current = line.partition(b":")[0]
+        if len(line) > longest:
+            longest, name = len(line), current
+    return longest, name
 
 
 def _display_tokens(name: str) -> list[str]:

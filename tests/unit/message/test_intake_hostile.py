@@ -155,3 +155,28 @@ def test_invalid_utf8_names_its_byte_offset() -> None:
 )
 def test_idna_rewrites_beyond_case_and_nfc_are_refused(typed: str, refused: bool) -> None:
     assert (idna_rewrite(typed) is not None) is refused
+
+
+blank_runs = st.lists(
+    st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=30)
+    | st.integers(1, 3000).map(lambda n: " " * n)
+    | st.just("\t"),
+    min_size=1,
+    max_size=12,
+).map("".join)
+
+
+@SETTINGS
+@given(blank_runs, blank_runs)
+def test_no_header_line_over_998_octets_whatever_the_values(
+    factory: MessageFactory, subject: str, note: str
+) -> None:
+    """Issue 10, finding 7: checked on the rendered bytes (the factory asserts it too)."""
+    payload = {**BASE, "subject": subject[:998], "headers": {"X-Note": note[:8000]}}
+    try:
+        msg = factory.build(payload, now=NOW)
+    except MessageError as e:
+        assert "header line would be" not in e.reason, e  # rendering must fold it
+        return
+    head = msg.body.split(b"\r\n\r\n", 1)[0]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 998

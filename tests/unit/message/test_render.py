@@ -17,6 +17,7 @@ from dispatcher.message.render import (
     encode_body,
     encoded_words,
     fold,
+    longest_header_line,
     mailbox_header,
     unstructured,
 )
@@ -80,6 +81,27 @@ def test_unstructured_round_trip(value: str, raw: bool) -> None:
     assert ("=?utf-8?b?" not in header) is raw
     msg = message(header + "\r\n")
     assert msg["Subject"] == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a" + " " * 5000 + "b",  # issue 10, finding 7: once one 5,005-octet line
+        "x" + " " * 996 + "y",
+        " ".join(["w"] * 10) + " " * 1200 + "end",
+        ("pad" + " " * 801) * 5,
+    ],
+)
+def test_a_blank_run_never_makes_a_line_over_998_octets(value: str) -> None:
+    header = unstructured("X-Note", value)
+    assert max(len(line) for line in header.encode().split(b"\r\n")) <= MAX_LINE
+    msg = message(header + "\r\n")
+    assert msg["X-Note"] == value  # every blank kept
+
+
+def test_longest_header_line_names_its_field() -> None:
+    data = b"A: 1\r\nB: 22\r\n  333333\r\nC: 4\r\n\r\n" + b"x" * 5000 + b"\r\n"
+    assert longest_header_line(data) == (8, b"B")
 
 
 def test_unstructured_never_folds_into_blank_lines() -> None:
