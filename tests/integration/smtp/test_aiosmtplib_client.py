@@ -10,13 +10,9 @@ from dispatcher.engine.outcomes import Classifier, Verdict
 from dispatcher.smtp.aiosmtplib_client import SmtpSession
 from dispatcher.smtp.session import Phase, SendResult, SessionTimeouts
 from tests.support.commit import FixedCommit, granted, refused
-from tests.support.faultsink import FaultSink
+from tests.support.smtp_server import ServerFactory
 
 BODY = b"From: a@acme.example\r\nTo: r@dest.example\r\nSubject: hi\r\n\r\nhello\r\n.leading dot\r\n"
-
-
-async def sink(**rules: str) -> FaultSink:
-    return await FaultSink(rules=dict(rules)).start()
 
 
 def session(port: int, source: str = "127.0.0.2", data_timeout: float = 5.0) -> SmtpSession:
@@ -29,8 +25,8 @@ def session(port: int, source: str = "127.0.0.2", data_timeout: float = 5.0) -> 
     )
 
 
-async def send_one(s: FaultSink, mark: Callable[[], FixedCommit] = granted) -> SendResult:
-    sess = session(s.port)
+async def send_one(port: int, mark: Callable[[], FixedCommit] = granted) -> SendResult:
+    sess = session(port)
     failure = await sess.open()
     if failure is not None:
         return failure
@@ -44,127 +40,106 @@ def verdict(result: SendResult) -> Verdict:
     return Classifier().decide(result, 0, 0.0).verdict
 
 
-async def test_delivers_from_the_bound_source_ip_with_its_ehlo_name() -> None:
-    s = await sink()
-    try:
-        result = await send_one(s)
-        assert result.code == 250 and result.dot_written
-        assert verdict(result) == Verdict.DELIVERED
-        assert s.peers == ["127.0.0.2"]
-        assert s.ehlo_names == ["mta1.platform.example"]
-        (rec,) = s.accepted()
-        # Dot-stuffing round trip: the line starting with "." arrives intact.
-        assert rec.data == BODY
-    finally:
-        await s.stop()
+async def test_delivers_from_the_bound_source_ip_with_its_ehlo_name(
+    smtp_server: ServerFactory,
+) -> None:
+    s = await smtp_server()
+    result = await send_one(s.port)
+    assert result.code == 250 and result.dot_written
+    assert verdict(result) == Verdict.DELIVERED
+    assert s.peers == ["127.0.0.2"]
+    assert s.ehlo_names == ["mta1.platform.example"]
+    (rec,) = s.accepted()
+    # Dot-stuffing round trip: the line starting with "." arrives intact.
+    assert rec.data == BODY
 
 
-async def test_421_greeting_is_deferred() -> None:
-    s = await sink(greeting="421 4.3.2 too busy")
-    try:
-        result = await send_one(s)
-        assert result.phase == Phase.GREETING and result.code == 421
-        assert verdict(result) == Verdict.DEFERRED
-    finally:
-        await s.stop()
+async def test_421_greeting_is_deferred(smtp_server: ServerFactory) -> None:
+    s = await smtp_server(greeting="421 4.3.2 too busy")
+    result = await send_one(s.port)
+    assert result.phase == Phase.GREETING and result.code == 421
+    assert verdict(result) == Verdict.DEFERRED
 
 
-async def test_drop_after_data_command_is_deferred_not_ambiguous() -> None:
-    s = await sink(data="drop")
-    try:
-        result = await send_one(s)
-        assert not result.dot_written
-        assert verdict(result) == Verdict.DEFERRED
-        assert s.received == []
-    finally:
-        await s.stop()
+async def test_drop_after_data_command_is_deferred_not_ambiguous(
+    smtp_server: ServerFactory,
+) -> None:
+    s = await smtp_server(data="drop")
+    result = await send_one(s.port)
+    assert not result.dot_written
+    assert verdict(result) == Verdict.DEFERRED
+    assert s.received == []
 
 
-async def test_no_reply_after_the_dot_is_ambiguous() -> None:
-    s = await sink(dot="drop")
-    try:
-        result = await send_one(s)
-        assert result.dot_written and result.code is None
-        assert verdict(result) == Verdict.AMBIGUOUS
-        assert [r.ending for r in s.received] == ["unacked"]
-    finally:
-        await s.stop()
+async def test_no_reply_after_the_dot_is_ambiguous(smtp_server: ServerFactory) -> None:
+    s = await smtp_server(dot="drop")
+    result = await send_one(s.port)
+    assert result.dot_written and result.code is None
+    assert verdict(result) == Verdict.AMBIGUOUS
+    assert [r.ending for r in s.received] == ["unacked"]
 
 
-async def test_550_511_at_rcpt_bounces_and_suppresses() -> None:
-    s = await sink(rcpt="550 5.1.1 no such user")
-    try:
-        result = await send_one(s)
-        decision = Classifier().decide(result, 0, 0.0)
-        assert decision.verdict == Verdict.BOUNCED and decision.rule.suppress
-        assert s.received == []
-    finally:
-        await s.stop()
+async def test_550_511_at_rcpt_bounces_and_suppresses(smtp_server: ServerFactory) -> None:
+    s = await smtp_server(rcpt="550 5.1.1 no such user")
+    result = await send_one(s.port)
+    decision = Classifier().decide(result, 0, 0.0)
+    assert decision.verdict == Verdict.BOUNCED and decision.rule.suppress
+    assert s.received == []
 
 
-async def test_550_571_after_dot_is_the_senders_problem_not_a_bounce() -> None:
-    s = await sink(dot="550 5.7.1 rejected for policy reasons")
-    try:
-        result = await send_one(s)
-        decision = Classifier(retry_schedule=(60.0,)).decide(result, 0, 1000.0)
-        assert decision.verdict == Verdict.DEFERRED
-        assert decision.rule.sender_problem and not decision.rule.suppress
-        assert decision.retry_at is not None and decision.retry_at > 1000.0
-    finally:
-        await s.stop()
+async def test_550_571_after_dot_is_the_senders_problem_not_a_bounce(
+    smtp_server: ServerFactory,
+) -> None:
+    s = await smtp_server(dot="550 5.7.1 rejected for policy reasons")
+    result = await send_one(s.port)
+    decision = Classifier(retry_schedule=(60.0,)).decide(result, 0, 1000.0)
+    assert decision.verdict == Verdict.DEFERRED
+    assert decision.rule.sender_problem and not decision.rule.suppress
+    assert decision.retry_at is not None and decision.retry_at > 1000.0
 
 
-async def test_refused_mark_never_writes_the_dot() -> None:
-    s = await sink()
-    try:
-        result = await send_one(s, refused)
-        assert result.phase == Phase.MARK and not result.dot_written
-        assert verdict(result) == Verdict.RELEASED
-        assert s.received == []
-    finally:
-        await s.stop()
+async def test_refused_mark_never_writes_the_dot(smtp_server: ServerFactory) -> None:
+    s = await smtp_server()
+    result = await send_one(s.port, refused)
+    assert result.phase == Phase.MARK and not result.dot_written
+    assert verdict(result) == Verdict.RELEASED
+    assert s.received == []
 
 
-async def test_session_is_reused_for_several_messages() -> None:
-    s = await sink()
-    try:
-        sess = session(s.port)
-        assert await sess.open() is None
-        for _ in range(5):
-            r = await sess.send("b@x.example", "r@dest.example", BODY, granted())
-            assert r.code == 250
-        await sess.close()
-        assert s.connections == 1 and len(s.accepted()) == 5
-    finally:
-        await s.stop()
+async def test_session_is_reused_for_several_messages(smtp_server: ServerFactory) -> None:
+    s = await smtp_server()
+    sess = session(s.port)
+    assert await sess.open() is None
+    for _ in range(5):
+        r = await sess.send("b@x.example", "r@dest.example", BODY, granted())
+        assert r.code == 250
+    await sess.close()
+    assert s.connections == 1 and len(s.accepted()) == 5
 
 
-async def test_connect_refused_is_a_deferral() -> None:
-    s = await sink()
+async def test_connect_refused_is_a_deferral(smtp_server: ServerFactory) -> None:
+    s = await smtp_server()
     port = s.port
     await s.stop()
-    result = await send_one(FaultSink(port=port))
+    result = await send_one(port)
     assert result.phase == Phase.CONNECT and result.code is None
     assert verdict(result) == Verdict.DEFERRED
 
 
-async def test_final_reply_is_awaited_longer_than_a_command() -> None:
+async def test_final_reply_is_awaited_longer_than_a_command(smtp_server: ServerFactory) -> None:
     # The dot's reply comes after the command timeout but within the data timeout.
-    s = await sink(dot="sleep 1.5 250 2.0.0 queued")
-    try:
-        sess = SmtpSession(
-            "127.0.0.1",
-            s.port,
-            source_ip="127.0.0.2",
-            ehlo_name="mta1.platform.example",
-            timeouts=SessionTimeouts(connect=2.0, command=0.5, data=10.0),
-        )
-        assert await sess.open() is None
-        result = await sess.send("b@x.example", "r@dest.example", BODY, granted())
-        await sess.close()
-        assert result.code == 250 and verdict(result) == Verdict.DELIVERED
-    finally:
-        await s.stop()
+    s = await smtp_server(dot="sleep 1.5 250 2.0.0 queued")
+    sess = SmtpSession(
+        "127.0.0.1",
+        s.port,
+        source_ip="127.0.0.2",
+        ehlo_name="mta1.platform.example",
+        timeouts=SessionTimeouts(connect=2.0, command=0.5, data=10.0),
+    )
+    assert await sess.open() is None
+    result = await sess.send("b@x.example", "r@dest.example", BODY, granted())
+    await sess.close()
+    assert result.code == 250 and verdict(result) == Verdict.DELIVERED
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from bench.sink import Sink, SinkOptions, SinkProtocol, SinkStats, start_sink
 from bench.tlscert import make_self_signed, server_context
 from dispatcher.engine.outcomes import Classifier, Verdict
 from dispatcher.smtp import CLIENTS, make_session
 from dispatcher.smtp.session import Phase, SendResult, Session, SessionTimeouts
 from tests.support.commit import FixedCommit, granted, refused
-from tests.support.faultsink import FaultSink
+from tests.support.smtp_server import Behaviour, ServerFactory, Turn
 
 BODY = b"From: a@acme.example\r\nTo: r@dest.example\r\nSubject: hi\r\n\r\nhello\r\n.leading dot\r\n"
 # Lines that end the data if not stuffed, and lines that look stuffed already.
@@ -48,10 +47,6 @@ def session(
     )
 
 
-async def fault(**rules: str | Callable[[int], str | None]) -> FaultSink:
-    return await FaultSink(rules=dict(rules)).start()
-
-
 async def send_one(
     client: str,
     port: int,
@@ -72,210 +67,162 @@ def verdict(result: SendResult) -> Verdict:
     return Classifier().decide(result, 0, 0.0).verdict
 
 
-def recipient_checking_rules(refuse_first: int) -> dict[str, Callable[[int], str | None]]:
-    """RCPT refused for the first `refuse_first` tries; DATA refused when no RCPT was
-    accepted, as a real server does (RFC 2920 3.1)."""
-    state = {"rcpts": 0, "last_ok": False}
-
-    def rcpt(_: int) -> str | None:
-        state["rcpts"] += 1
-        state["last_ok"] = state["rcpts"] > refuse_first
-        return None if state["last_ok"] else "550 5.1.1 no such user"
-
-    def data(_: int) -> str | None:
-        return None if state["last_ok"] else "554 5.5.1 no valid recipients"
-
-    return {"rcpt": rcpt, "data": data}
+# DATA refused when no MAIL or RCPT of the transaction was accepted, as real servers do
+# (RFC 2920 3.1); the default test server would say 354 to it.
+REAL_SERVER = Behaviour(data_needs_rcpt=True)
 
 
-def like_a_real_server(rules: dict[str, str]) -> dict[str, str | Callable[[int], str | None]]:
-    """`rules`, with DATA refused (503) when MAIL or RCPT was refused in the same
-    transaction, as real servers do: FaultSink alone would say 354 to it."""
-    refused = {"mail": False, "rcpt": False}
-
-    def command(phase: str) -> Callable[[int], str | None]:
-        def act(_: int) -> str | None:
-            action = rules.get(phase)
-            if phase == "mail":
-                refused["rcpt"] = False
-            refused[phase] = action is not None and not action.startswith("2")
-            return action
-
-        return act
-
-    def data(_: int) -> str | None:
-        if "data" in rules:
-            return rules["data"]
-        return "503 5.5.1 no valid recipients" if any(refused.values()) else None
-
-    out: dict[str, str | Callable[[int], str | None]] = dict(rules)
-    out.update(mail=command("mail"), rcpt=command("rcpt"), data=data)
-    return out
+def refuse_first_rcpts(n: int) -> Callable[[Turn], str | None]:
+    """RCPT refused for the first `n` tries."""
+    return lambda t: "550 5.1.1 no such user" if len(t.server.commands("RCPT")) <= n else None
 
 
 # -- the behaviours of test_smtp_session.py, for both clients ----------------------------------
 
 
 @both
-async def test_delivers_from_the_bound_source_ip_with_its_ehlo_name(client: str) -> None:
-    s = await fault()
-    try:
-        result = await send_one(client, s.port)
-        assert result.code == 250 and result.dot_written and result.reusable
-        assert verdict(result) == Verdict.DELIVERED
-        assert s.peers == ["127.0.0.2"]
-        assert s.ehlo_names == ["mta1.platform.example"]
-        (rec,) = s.accepted()
-        assert rec.data == BODY
-        assert rec.mail_from == "b-tok@bounce.example" and rec.rcpts == ["r@dest.example"]
-    finally:
-        await s.stop()
+async def test_delivers_from_the_bound_source_ip_with_its_ehlo_name(
+    smtp_server: ServerFactory, client: str
+) -> None:
+    s = await smtp_server()
+    result = await send_one(client, s.port)
+    assert result.code == 250 and result.dot_written and result.reusable
+    assert verdict(result) == Verdict.DELIVERED
+    assert s.peers == ["127.0.0.2"]
+    assert s.ehlo_names == ["mta1.platform.example"]
+    (rec,) = s.accepted()
+    assert rec.data == BODY
+    assert rec.mail_from == "b-tok@bounce.example" and rec.rcpts == ["r@dest.example"]
 
 
 @both
 @pytest.mark.parametrize(
     "body", [BODY, NASTY, b".", b"no final newline", b"a\r\n.", b"\r\n.\r\n"], ids=repr
 )
-async def test_dot_stuffing_round_trip(client: str, body: bytes) -> None:
-    s = await fault()
-    try:
-        result = await send_one(client, s.port, body=body)
-        assert result.code == 250
-        (rec,) = s.accepted()
-        expected = body if body.endswith(b"\r\n") else body + b"\r\n"
-        assert rec.data == expected
-    finally:
-        await s.stop()
+async def test_dot_stuffing_round_trip(
+    smtp_server: ServerFactory, client: str, body: bytes
+) -> None:
+    s = await smtp_server()
+    result = await send_one(client, s.port, body=body)
+    assert result.code == 250
+    (rec,) = s.accepted()
+    expected = body if body.endswith(b"\r\n") else body + b"\r\n"
+    assert rec.data == expected
 
 
 @both
-async def test_421_greeting_is_deferred(client: str) -> None:
-    s = await fault(greeting="421 4.3.2 too busy")
-    try:
-        result = await send_one(client, s.port)
-        assert result.phase == Phase.GREETING and result.code == 421
-        assert result.text == "4.3.2 too busy" and not result.reusable
-        assert verdict(result) == Verdict.DEFERRED
-    finally:
-        await s.stop()
+async def test_421_greeting_is_deferred(smtp_server: ServerFactory, client: str) -> None:
+    s = await smtp_server(greeting="421 4.3.2 too busy")
+    result = await send_one(client, s.port)
+    assert result.phase == Phase.GREETING and result.code == 421
+    assert result.text == "4.3.2 too busy" and not result.reusable
+    assert verdict(result) == Verdict.DEFERRED
 
 
 @both
-async def test_drop_after_data_command_is_deferred_not_ambiguous(client: str) -> None:
-    s = await fault(data="drop")
-    try:
-        result = await send_one(client, s.port)
-        assert result.phase == Phase.DATA and result.code is None
-        assert not result.dot_written and not result.reusable
-        assert verdict(result) == Verdict.DEFERRED
-        assert s.received == []
-    finally:
-        await s.stop()
+async def test_drop_after_data_command_is_deferred_not_ambiguous(
+    smtp_server: ServerFactory, client: str
+) -> None:
+    s = await smtp_server(data="drop")
+    result = await send_one(client, s.port)
+    assert result.phase == Phase.DATA and result.code is None
+    assert not result.dot_written and not result.reusable
+    assert verdict(result) == Verdict.DEFERRED
+    assert s.received == []
 
 
 @both
-async def test_no_reply_after_the_dot_is_ambiguous(client: str) -> None:
-    s = await fault(dot="drop")
-    try:
-        result = await send_one(client, s.port)
-        assert result.phase == Phase.DOT and result.dot_written and result.code is None
-        assert verdict(result) == Verdict.AMBIGUOUS
-        assert [r.ending for r in s.received] == ["unacked"]
-    finally:
-        await s.stop()
+async def test_no_reply_after_the_dot_is_ambiguous(smtp_server: ServerFactory, client: str) -> None:
+    s = await smtp_server(dot="drop")
+    result = await send_one(client, s.port)
+    assert result.phase == Phase.DOT and result.dot_written and result.code is None
+    assert verdict(result) == Verdict.AMBIGUOUS
+    assert [r.ending for r in s.received] == ["unacked"]
 
 
 @both
 async def test_550_511_at_rcpt_bounces_and_the_session_carries_the_next_message(
+    smtp_server: ServerFactory,
     client: str,
 ) -> None:
-    s = await FaultSink(rules=dict(recipient_checking_rules(refuse_first=1))).start()
-    try:
-        sess = session(client, s.port)
-        assert await sess.open() is None
-        first = await sess.send("b@x.example", "gone@dest.example", BODY, granted())
-        assert (first.phase, first.code, first.text) == (Phase.RCPT, 550, "5.1.1 no such user")
-        assert not first.dot_written and first.reusable
-        decision = Classifier().decide(first, 0, 0.0)
-        assert decision.verdict == Verdict.BOUNCED and decision.rule.suppress
-        second = await sess.send("b@x.example", "r@dest.example", BODY, granted())
-        await sess.close()
-        assert second.code == 250 and verdict(second) == Verdict.DELIVERED
-        assert s.connections == 1
-        (rec,) = s.received
-        assert rec.rcpts == ["r@dest.example"] and rec.ending == "accepted"
-    finally:
-        await s.stop()
+    s = await smtp_server(REAL_SERVER, rcpt=refuse_first_rcpts(1))
+    sess = session(client, s.port)
+    assert await sess.open() is None
+    first = await sess.send("b@x.example", "gone@dest.example", BODY, granted())
+    assert (first.phase, first.code, first.text) == (Phase.RCPT, 550, "5.1.1 no such user")
+    assert not first.dot_written and first.reusable
+    decision = Classifier().decide(first, 0, 0.0)
+    assert decision.verdict == Verdict.BOUNCED and decision.rule.suppress
+    second = await sess.send("b@x.example", "r@dest.example", BODY, granted())
+    await sess.close()
+    assert second.code == 250 and verdict(second) == Verdict.DELIVERED
+    assert s.connections == 1
+    (rec,) = s.received
+    assert rec.rcpts == ["r@dest.example"] and rec.ending == "accepted"
 
 
 @both
-async def test_550_571_after_dot_is_the_senders_problem_not_a_bounce(client: str) -> None:
-    s = await fault(dot="550 5.7.1 rejected for policy reasons")
-    try:
-        result = await send_one(client, s.port)
-        assert result.phase == Phase.DOT and result.code == 550 and result.reusable
-        decision = Classifier(retry_schedule=(60.0,)).decide(result, 0, 1000.0)
-        assert decision.verdict == Verdict.DEFERRED
-        assert decision.rule.sender_problem and not decision.rule.suppress
-    finally:
-        await s.stop()
+async def test_550_571_after_dot_is_the_senders_problem_not_a_bounce(
+    smtp_server: ServerFactory, client: str
+) -> None:
+    s = await smtp_server(dot="550 5.7.1 rejected for policy reasons")
+    result = await send_one(client, s.port)
+    assert result.phase == Phase.DOT and result.code == 550 and result.reusable
+    decision = Classifier(retry_schedule=(60.0,)).decide(result, 0, 1000.0)
+    assert decision.verdict == Verdict.DEFERRED
+    assert decision.rule.sender_problem and not decision.rule.suppress
 
 
 @both
-async def test_refused_mark_never_writes_the_dot(client: str) -> None:
-    s = await fault()
-    try:
-        result = await send_one(client, s.port, refused)
-        assert result.phase == Phase.MARK and not result.dot_written
-        assert verdict(result) == Verdict.RELEASED
-        assert s.received == []
-    finally:
-        await s.stop()
+async def test_refused_mark_never_writes_the_dot(smtp_server: ServerFactory, client: str) -> None:
+    s = await smtp_server()
+    result = await send_one(client, s.port, refused)
+    assert result.phase == Phase.MARK and not result.dot_written
+    assert verdict(result) == Verdict.RELEASED
+    assert s.received == []
 
 
 @both
-async def test_a_mark_refused_late_never_writes_the_dot(client: str) -> None:
+async def test_a_mark_refused_late_never_writes_the_dot(
+    smtp_server: ServerFactory, client: str
+) -> None:
     # The mark resolves after the server's replies are in (a slow group commit).
-    s = await fault()
-    try:
-        sess = session(client, s.port)
-        assert await sess.open() is None
-        commit = FixedCommit(pending=True)
-        task = asyncio.create_task(sess.send("b@x.example", "r@dest.example", BODY, commit))
-        # Let the dialogue run until only the mark is missing.
-        await asyncio.wait_for(commit.requested.wait(), 5)
-        assert not task.done()
-        assert commit.future is not None
-        commit.future.set_result(False)
-        result = await task
-        await sess.close()
-        assert result.phase == Phase.MARK and not result.dot_written
-        assert not sess.dot_written and commit.dots == 0
-        assert s.received == []
-    finally:
-        await s.stop()
+    s = await smtp_server()
+    sess = session(client, s.port)
+    assert await sess.open() is None
+    commit = FixedCommit(pending=True)
+    task = asyncio.create_task(sess.send("b@x.example", "r@dest.example", BODY, commit))
+    # Let the dialogue run until only the mark is missing.
+    await asyncio.wait_for(commit.requested.wait(), 5)
+    assert not task.done()
+    assert commit.future is not None
+    commit.future.set_result(False)
+    result = await task
+    await sess.close()
+    assert result.phase == Phase.MARK and not result.dot_written
+    assert not sess.dot_written and commit.dots == 0
+    assert s.received == []
 
 
 @both
-async def test_session_is_reused_for_several_messages(client: str) -> None:
-    s = await fault()
-    try:
-        sess = session(client, s.port)
-        assert await sess.open() is None
-        for _ in range(5):
-            r = await sess.send("b@x.example", "r@dest.example", BODY, granted())
-            assert r.code == 250
-        assert sess.sent == 5
-        await sess.close()
-        assert not sess.is_open
-        assert s.connections == 1 and len(s.accepted()) == 5
-    finally:
-        await s.stop()
+async def test_session_is_reused_for_several_messages(
+    smtp_server: ServerFactory, client: str
+) -> None:
+    s = await smtp_server()
+    sess = session(client, s.port)
+    assert await sess.open() is None
+    for _ in range(5):
+        r = await sess.send("b@x.example", "r@dest.example", BODY, granted())
+        assert r.code == 250
+    assert sess.sent == 5
+    await sess.close()
+    assert not sess.is_open
+    assert s.connections == 1 and len(s.accepted()) == 5
 
 
 @both
-async def test_connect_refused_is_a_deferral(client: str) -> None:
-    s = await fault()
+async def test_connect_refused_is_a_deferral(smtp_server: ServerFactory, client: str) -> None:
+    s = await smtp_server()
     port = s.port
     await s.stop()
     result = await send_one(client, port)
@@ -284,62 +231,56 @@ async def test_connect_refused_is_a_deferral(client: str) -> None:
 
 
 @both
-async def test_final_reply_is_awaited_longer_than_a_command(client: str) -> None:
-    s = await fault(dot="sleep 1.0 250 2.0.0 queued")
-    try:
-        sess = session(client, s.port, command=0.3, data=10.0)
-        assert await sess.open() is None
-        result = await sess.send("b@x.example", "r@dest.example", BODY, granted())
-        await sess.close()
-        assert result.code == 250 and verdict(result) == Verdict.DELIVERED
-    finally:
-        await s.stop()
+async def test_final_reply_is_awaited_longer_than_a_command(
+    smtp_server: ServerFactory, client: str
+) -> None:
+    s = await smtp_server(dot="sleep 1.0 250 2.0.0 queued")
+    sess = session(client, s.port, command=0.3, data=10.0)
+    assert await sess.open() is None
+    result = await sess.send("b@x.example", "r@dest.example", BODY, granted())
+    await sess.close()
+    assert result.code == 250 and verdict(result) == Verdict.DELIVERED
 
 
 @both
-async def test_a_silent_server_times_out_before_the_dot_as_a_deferral(client: str) -> None:
-    s = await fault(rcpt="silent")
-    try:
-        sess = session(client, s.port, command=0.3)
-        assert await sess.open() is None
-        result = await sess.send("b@x.example", "r@dest.example", BODY, granted())
-        await sess.close()
-        assert result.phase == Phase.RCPT and result.code is None and not result.reusable
-        assert not result.dot_written and verdict(result) == Verdict.DEFERRED
-        assert s.received == []
-    finally:
-        await s.stop()
+async def test_a_silent_server_times_out_before_the_dot_as_a_deferral(
+    smtp_server: ServerFactory, client: str
+) -> None:
+    s = await smtp_server(rcpt="silent")
+    sess = session(client, s.port, command=0.3)
+    assert await sess.open() is None
+    result = await sess.send("b@x.example", "r@dest.example", BODY, granted())
+    await sess.close()
+    assert result.phase == Phase.RCPT and result.code is None and not result.reusable
+    assert not result.dot_written and verdict(result) == Verdict.DEFERRED
+    assert s.received == []
 
 
 @both
-async def test_smtputf8_needs_the_extension(client: str) -> None:
-    s = await fault(ehlo="250-faultsink\r\n250 PIPELINING")
-    try:
-        sess = session(client, s.port)
-        assert await sess.open() is None
-        result = await sess.send("b@x.example", "jörg@dest.example", BODY, granted(), smtputf8=True)
-        assert (result.phase, result.code) == (Phase.LOCAL, 553)
-        assert verdict(result) == Verdict.FAILED
-        ok = await sess.send("b@x.example", "r@dest.example", BODY, granted())
-        await sess.close()
-        assert ok.code == 250
-    finally:
-        await s.stop()
+async def test_smtputf8_needs_the_extension(smtp_server: ServerFactory, client: str) -> None:
+    s = await smtp_server(Behaviour(smtputf8=False, eightbitmime=False))
+    sess = session(client, s.port)
+    assert await sess.open() is None
+    result = await sess.send("b@x.example", "jörg@dest.example", BODY, granted(), smtputf8=True)
+    assert (result.phase, result.code) == (Phase.LOCAL, 553)
+    assert verdict(result) == Verdict.FAILED
+    ok = await sess.send("b@x.example", "r@dest.example", BODY, granted())
+    await sess.close()
+    assert ok.code == 250
 
 
 @both
-async def test_smtputf8_recipient_is_sent_when_offered(client: str) -> None:
-    s = await fault()
-    try:
-        sess = session(client, s.port)
-        assert await sess.open() is None
-        result = await sess.send("b@x.example", "jörg@dest.example", BODY, granted(), smtputf8=True)
-        await sess.close()
-        assert result.code == 250
-        (rec,) = s.accepted()
-        assert rec.rcpts == ["jörg@dest.example"]
-    finally:
-        await s.stop()
+async def test_smtputf8_recipient_is_sent_when_offered(
+    smtp_server: ServerFactory, client: str
+) -> None:
+    s = await smtp_server()
+    sess = session(client, s.port)
+    assert await sess.open() is None
+    result = await sess.send("b@x.example", "jörg@dest.example", BODY, granted(), smtputf8=True)
+    await sess.close()
+    assert result.code == 250
+    (rec,) = s.accepted()
+    assert rec.rcpts == ["jörg@dest.example"]
 
 
 # Replies both clients must report identically (phase, code, text, dot_written, reusable).
@@ -362,14 +303,13 @@ SAME_RESULT_RULES: list[dict[str, str]] = [
 @pytest.mark.parametrize(
     "rules", SAME_RESULT_RULES, ids=lambda r: "-".join(f"{k}{v[:3]}" for k, v in r.items())
 )
-async def test_both_clients_report_the_same_result(rules: dict[str, str]) -> None:
+async def test_both_clients_report_the_same_result(
+    smtp_server: ServerFactory, rules: dict[str, str]
+) -> None:
     results = []
     for client in CLIENTS:
-        s = await FaultSink(rules=like_a_real_server(rules)).start()
-        try:
-            results.append(await send_one(client, s.port))
-        finally:
-            await s.stop()
+        s = await smtp_server(REAL_SERVER, **rules)
+        results.append(await send_one(client, s.port))
     old, new = results
     assert new == old
 
@@ -377,156 +317,125 @@ async def test_both_clients_report_the_same_result(rules: dict[str, str]) -> Non
 # -- pipelining only ---------------------------------------------------------------------------
 
 
-async def test_a_server_that_accepts_data_after_a_refused_rcpt_gets_no_message() -> None:
+async def test_a_server_that_accepts_data_after_a_refused_rcpt_gets_no_message(
+    smtp_server: ServerFactory,
+) -> None:
     # A broken server says 354 though the only RCPT was refused: the client must not send the
     # message, and only a dropped connection ends DATA without a dot.
-    s = await fault(rcpt="550 5.1.1 no such user")
-    try:
-        sess = session("pipelining", s.port)
-        assert await sess.open() is None
-        result = await sess.send("b@x.example", "gone@dest.example", BODY, granted())
-        await sess.close()
-        assert (result.phase, result.code) == (Phase.RCPT, 550)
-        assert not result.dot_written and not result.reusable
-        assert verdict(result) == Verdict.BOUNCED
-        assert s.received == []
-    finally:
-        await s.stop()
+    s = await smtp_server(rcpt="550 5.1.1 no such user")
+    sess = session("pipelining", s.port)
+    assert await sess.open() is None
+    result = await sess.send("b@x.example", "gone@dest.example", BODY, granted())
+    await sess.close()
+    assert (result.phase, result.code) == (Phase.RCPT, 550)
+    assert not result.dot_written and not result.reusable
+    assert verdict(result) == Verdict.BOUNCED
+    assert s.received == []
 
 
-async def test_an_unasked_reply_ends_the_session_instead_of_answering_the_next_command() -> None:
+async def test_an_unasked_reply_ends_the_session_instead_of_answering_the_next_command(
+    smtp_server: ServerFactory,
+) -> None:
     # "421 idle timeout" sent while the client is idle would pass for the reply to its MAIL.
-    s = await fault(dot="250 2.0.0 queued\r\n421 4.4.2 idle timeout")
-    try:
-        sess = session("pipelining", s.port)
-        assert await sess.open() is None
-        first = await sess.send("b@x.example", "r@dest.example", BODY, granted())
-        assert first.code == 250
-        for _ in range(100):
-            if not sess.is_open:
-                break
-            await asyncio.sleep(0.01)
-        assert not sess.is_open
-        second = await sess.send("b@x.example", "r@dest.example", BODY, granted())
-        await sess.close()
-        assert (second.phase, second.code, second.reusable) == (Phase.CONNECT, None, False)
-        assert len(s.received) == 1
-    finally:
-        await s.stop()
+    s = await smtp_server(dot="250 2.0.0 queued\r\n421 4.4.2 idle timeout")
+    sess = session("pipelining", s.port)
+    assert await sess.open() is None
+    first = await sess.send("b@x.example", "r@dest.example", BODY, granted())
+    assert first.code == 250
+    for _ in range(100):
+        if not sess.is_open:
+            break
+        await asyncio.sleep(0.01)
+    assert not sess.is_open
+    second = await sess.send("b@x.example", "r@dest.example", BODY, granted())
+    await sess.close()
+    assert (second.phase, second.code, second.reusable) == (Phase.CONNECT, None, False)
+    assert len(s.received) == 1
 
 
-async def test_without_pipelining_offered_commands_go_one_by_one() -> None:
-    stats = SinkStats()
-    sink = await _sink_of(_NoPipeliningSink, SinkOptions(keep=True), stats)
-    try:
-        sess = session("pipelining", sink.port)
-        assert await sess.open() is None
-        before = stats.flights
-        for i in range(3):
-            r = await sess.send("b@x.example", f"r{i}@dest.example", BODY, granted())
-            assert r.code == 250
-        sent_flights = stats.flights - before
-        await sess.close()
-        assert sent_flights == 4 * 3  # MAIL, RCPT, DATA, body: one round trip each
-        assert [m.data for m in stats.kept] == [BODY] * 3
-    finally:
-        await sink.close()
+async def test_without_pipelining_offered_commands_go_one_by_one(
+    smtp_server: ServerFactory,
+) -> None:
+    s = await smtp_server(Behaviour(pipelining=False))
+    sess = session("pipelining", s.port)
+    assert await sess.open() is None
+    before = s.flights
+    for i in range(3):
+        r = await sess.send("b@x.example", f"r{i}@dest.example", BODY, granted())
+        assert r.code == 250
+    sent_flights = s.flights - before
+    await sess.close()
+    assert sent_flights == 4 * 3  # MAIL, RCPT, DATA, body: one round trip each
+    assert [m.data for m in s.accepted()] == [BODY] * 3
 
 
 @both
-async def test_round_trips_per_message_counted_at_the_server(client: str) -> None:
-    sink = await start_sink(SinkOptions(keep=True))
-    try:
-        sess = session(client, sink.port)
-        assert await sess.open() is None
-        before = sink.stats.flights
-        for i in range(10):
-            r = await sess.send("b@x.example", f"r{i}@dest.example", BODY, granted())
-            assert r.code == 250
-        per_message = (sink.stats.flights - before) / 10
-        await sess.close()
-        assert per_message == (2 if client == "pipelining" else 4)
-        assert len(sink.stats.kept) == 10
-    finally:
-        await sink.close()
+async def test_round_trips_per_message_counted_at_the_server(
+    smtp_server: ServerFactory, client: str
+) -> None:
+    s = await smtp_server()
+    sess = session(client, s.port)
+    assert await sess.open() is None
+    before = s.flights
+    for i in range(10):
+        r = await sess.send("b@x.example", f"r{i}@dest.example", BODY, granted())
+        assert r.code == 250
+    per_message = (s.flights - before) / 10
+    await sess.close()
+    assert per_message == (2 if client == "pipelining" else 4)
+    assert len(s.accepted()) == 10
 
 
 # -- STARTTLS ----------------------------------------------------------------------------------
 
 
 @both
-async def test_starttls_when_offered(client: str, tmp_path: Path) -> None:
+async def test_starttls_when_offered(
+    smtp_server: ServerFactory, client: str, tmp_path: Path
+) -> None:
     tls = server_context(*make_self_signed(tmp_path))
-    sink = await start_sink(SinkOptions(tls=tls, keep=True))
-    try:
-        sess = session(client, sink.port)
-        assert await sess.open() is None
-        assert sess.tls_active
-        for _ in range(2):
-            r = await sess.send("b@x.example", "r@dest.example", NASTY, granted())
-            assert r.code == 250
-        await sess.close()
-        assert sink.stats.tls_sessions == 1
-        assert [m.data for m in sink.stats.kept] == [NASTY, NASTY]
-    finally:
-        await sink.close()
-
-
-@both
-async def test_starttls_not_wanted_stays_plaintext(client: str, tmp_path: Path) -> None:
-    tls = server_context(*make_self_signed(tmp_path))
-    sink = await start_sink(SinkOptions(tls=tls, keep=True))
-    try:
-        sess = session(client, sink.port, starttls=False)
-        assert await sess.open() is None
-        assert not sess.tls_active
-        r = await sess.send("b@x.example", "r@dest.example", BODY, granted())
-        await sess.close()
-        assert r.code == 250 and sink.stats.tls_sessions == 0
-    finally:
-        await sink.close()
-
-
-@both
-async def test_failed_tls_handshake_falls_back_to_plaintext(client: str, tmp_path: Path) -> None:
-    tls = server_context(*make_self_signed(tmp_path))
-    stats = SinkStats()
-    sink = await _sink_of(_BrokenTlsSink, SinkOptions(tls=tls, keep=True), stats)
-    try:
-        sess = session(client, sink.port)
-        assert await sess.open() is None
-        assert not sess.tls_active
-        r = await sess.send("b@x.example", "r@dest.example", BODY, granted())
-        await sess.close()
+    s = await smtp_server(Behaviour(starttls=tls))
+    sess = session(client, s.port)
+    assert await sess.open() is None
+    assert sess.tls_active
+    for _ in range(2):
+        r = await sess.send("b@x.example", "r@dest.example", NASTY, granted())
         assert r.code == 250
-        assert stats.connections == 2 and stats.tls_sessions == 0
-        assert [m.data for m in stats.kept] == [BODY]
-    finally:
-        await sink.close()
+    await sess.close()
+    assert s.tls_sessions == 1
+    assert [m.data for m in s.accepted()] == [NASTY, NASTY]
 
 
-class _BrokenTlsSink(SinkProtocol):
-    """Says 220 to STARTTLS, then answers the handshake with garbage and hangs up."""
-
-    async def _start_tls(self) -> None:
-        if self.transport is not None:
-            self.transport.write(b"this is not a TLS record\r\n")
-            self.transport.close()
-
-
-class _NoPipeliningSink(SinkProtocol):
-    """The bench sink without PIPELINING in its EHLO reply."""
-
-    def __init__(self, options: SinkOptions, stats: SinkStats) -> None:
-        super().__init__(options, stats)
-        self._ehlo_plain = b"250-sink.bench.example\r\n250 8BITMIME\r\n"
+@both
+async def test_starttls_not_wanted_stays_plaintext(
+    smtp_server: ServerFactory, client: str, tmp_path: Path
+) -> None:
+    tls = server_context(*make_self_signed(tmp_path))
+    s = await smtp_server(Behaviour(starttls=tls))
+    sess = session(client, s.port, starttls=False)
+    assert await sess.open() is None
+    assert not sess.tls_active
+    r = await sess.send("b@x.example", "r@dest.example", BODY, granted())
+    await sess.close()
+    assert r.code == 250 and s.tls_sessions == 0
 
 
-async def _sink_of(kind: type[SinkProtocol], options: SinkOptions, stats: SinkStats) -> Sink:
-    server = await asyncio.get_running_loop().create_server(
-        lambda: kind(options, stats), "127.0.0.1", 0
-    )
-    return Sink(server, stats)
+@both
+async def test_failed_tls_handshake_falls_back_to_plaintext(
+    smtp_server: ServerFactory, client: str, tmp_path: Path
+) -> None:
+    tls = server_context(*make_self_signed(tmp_path))
+    # Says 220 to STARTTLS, then answers the handshake with garbage and hangs up.
+    broken = ["220 2.0.0 ready", b"this is not a TLS record\r\n", "drop"]
+    s = await smtp_server(Behaviour(starttls=tls), starttls=broken)
+    sess = session(client, s.port)
+    assert await sess.open() is None
+    assert not sess.tls_active
+    r = await sess.send("b@x.example", "r@dest.example", BODY, granted())
+    await sess.close()
+    assert r.code == 250
+    assert s.connections == 2 and s.tls_sessions == 0
+    assert [m.data for m in s.accepted()] == [BODY]
 
 
 # -- choosing the client -----------------------------------------------------------------------
