@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from dispatcher.config import Config
+from dispatcher.engine.runtime import Runtime
+from tests.support.engine import RuntimeFactory
 from tests.support.smtp_server import Action, Behaviour, Message, ServerFactory, SmtpServer
 
 
@@ -53,3 +56,18 @@ async def smtp_server() -> AsyncIterator[ServerFactory]:
     yield start
     for server in servers:
         await server.stop()
+
+
+@pytest.fixture
+async def open_runtime() -> AsyncIterator[RuntimeFactory]:
+    """Opens engine Runtimes (`rt = await open_runtime(config)`); all closed at teardown."""
+    opened: list[Runtime] = []
+
+    async def open_(config: Config) -> Runtime:
+        rt = await Runtime.open(config)
+        opened.append(rt)
+        return rt
+
+    yield open_
+    for rt in reversed(opened):
+        await rt.close()

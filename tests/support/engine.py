@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dispatcher.config import Config, parse_config
+from dispatcher.engine.runtime import Runtime
 
 AUTHOR = "acme-news.example"
 PLATFORM = ("send1.platform.example", "send2.platform.example")
@@ -70,3 +71,9 @@ def payload(i: int, **extra: Any) -> dict[str, Any]:
     }
     p.update(extra)
     return p
+
+
+class RuntimeFactory(Protocol):
+    """The `open_runtime` fixture: opens a Runtime on `config`, closed at teardown."""
+
+    async def __call__(self, config: Config) -> Runtime: ...

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from tests.support.engine import DEST, make_config, payload
-from tests.support.faultsink import FaultSink
+from tests.support.smtp_server import ServerFactory
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -78,95 +78,80 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cli-keys")
 
 
-async def test_enqueue_reports_bad_lines_and_stores_the_good(tmp_path: Path, key_dir: Path) -> None:
-    sink = await FaultSink().start()
-    try:
-        cfg = write_config(tmp_path, key_dir, sink.port)
-        lines = [
-            json.dumps(payload(1)),
-            "{not json",
-            json.dumps(payload(2, to="a@x.example, b@x.example")),
-            json.dumps(payload(3)),
-            json.dumps(payload(1)),  # same key and payload: the original id again
-            json.dumps(payload(3, subject="changed")),  # same key, other payload: conflict
-        ]
-        out = cli("enqueue", "--config", str(cfg), "-", stdin="\n".join(lines) + "\n")
-        assert out.returncode == 1, out.stderr
-        ids = out.stdout.split("\n")
-        printed = [line for line in ids if line]
-        assert len(printed) == 3
-        assert printed[2] == printed[0] + " duplicate"
-        assert "line 2: payload:" in out.stderr  # parse_payload names the document
-        assert "line 3: to:" in out.stderr
-        assert "line 6: idempotency_key:" in out.stderr
+async def test_enqueue_reports_bad_lines_and_stores_the_good(
+    tmp_path: Path, key_dir: Path, smtp_server: ServerFactory
+) -> None:
+    sink = await smtp_server()
+    cfg = write_config(tmp_path, key_dir, sink.port)
+    lines = [
+        json.dumps(payload(1)),
+        "{not json",
+        json.dumps(payload(2, to="a@x.example, b@x.example")),
+        json.dumps(payload(3)),
+        json.dumps(payload(1)),  # same key and payload: the original id again
+        json.dumps(payload(3, subject="changed")),  # same key, other payload: conflict
+    ]
+    out = cli("enqueue", "--config", str(cfg), "-", stdin="\n".join(lines) + "\n")
+    assert out.returncode == 1, out.stderr
+    ids = out.stdout.split("\n")
+    printed = [line for line in ids if line]
+    assert len(printed) == 3
+    assert printed[2] == printed[0] + " duplicate"
+    assert "line 2: payload:" in out.stderr  # parse_payload names the document
+    assert "line 3: to:" in out.stderr
+    assert "line 6: idempotency_key:" in out.stderr
 
-        status = json.loads(cli("status", "--config", str(cfg), "--json").stdout)
-        assert status["by_state"].get("queued") == 2
-    finally:
-        await sink.stop()
-
-
-def test_run_drain_then_status(tmp_path: Path, key_dir: Path) -> None:
-    import asyncio
-
-    async def scenario() -> None:
-        sink = await FaultSink().start()
-        try:
-            cfg = write_config(tmp_path, key_dir, sink.port)
-            body = "".join(json.dumps(payload(i)) + "\n" for i in range(20))
-            assert cli("enqueue", "--config", str(cfg), "-", stdin=body).returncode == 0
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "dispatcher.cli",
-                "run",
-                "--config",
-                str(cfg),
-                "--drain",
-                cwd=REPO,
-            )
-            assert await asyncio.wait_for(proc.wait(), timeout=60) == 0
-            status = json.loads(cli("status", "--config", str(cfg), "--json").stdout)
-            assert status["by_state"] == {"delivered": 20}
-            assert status["by_source_ip"]["127.0.0.2"]["delivered"] == 20
-            assert len(sink.accepted()) == 20
-        finally:
-            await sink.stop()
-
-    asyncio.run(scenario())
+    status = json.loads(cli("status", "--config", str(cfg), "--json").stdout)
+    assert status["by_state"].get("queued") == 2
 
 
-def test_sigterm_stops_run_gracefully(tmp_path: Path, key_dir: Path) -> None:
-    import asyncio
+async def test_run_drain_then_status(
+    tmp_path: Path, key_dir: Path, smtp_server: ServerFactory
+) -> None:
+    sink = await smtp_server()
+    cfg = write_config(tmp_path, key_dir, sink.port)
+    body = "".join(json.dumps(payload(i)) + "\n" for i in range(20))
+    assert cli("enqueue", "--config", str(cfg), "-", stdin=body).returncode == 0
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dispatcher.cli",
+        "run",
+        "--config",
+        str(cfg),
+        "--drain",
+        cwd=REPO,
+    )
+    assert await asyncio.wait_for(proc.wait(), timeout=60) == 0
+    status = json.loads(cli("status", "--config", str(cfg), "--json").stdout)
+    assert status["by_state"] == {"delivered": 20}
+    assert status["by_source_ip"]["127.0.0.2"]["delivered"] == 20
+    assert len(sink.accepted()) == 20
 
-    async def scenario() -> None:
-        sink = await FaultSink(rules={"dot": "sleep 0.1 250 2.0.0 ok"}).start()
-        try:
-            cfg = write_config(tmp_path, key_dir, sink.port)
-            body = "".join(json.dumps(payload(i)) + "\n" for i in range(200))
-            assert cli("enqueue", "--config", str(cfg), "-", stdin=body).returncode == 0
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "dispatcher.cli",
-                "run",
-                "--config",
-                str(cfg),
-                cwd=REPO,
-            )
-            deadline = time.monotonic() + 30
-            while len(sink.accepted()) < 5 and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
-            os.kill(proc.pid, signal.SIGTERM)
-            assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
-            status = json.loads(cli("status", "--config", str(cfg), "--json").stdout)
-            states = status["by_state"]
-            # Nothing is left half-way: every message is delivered or back in the queue.
-            assert set(states) <= {"delivered", "queued"}
-            assert states.get("delivered", 0) == len(sink.accepted())
-            assert states.get("delivered", 0) + states.get("queued", 0) == 200
-            assert states.get("queued", 0) > 0
-        finally:
-            await sink.stop()
 
-    asyncio.run(scenario())
+async def test_sigterm_stops_run_gracefully(
+    tmp_path: Path, key_dir: Path, smtp_server: ServerFactory
+) -> None:
+    sink = await smtp_server(dot="sleep 0.1 250 2.0.0 ok")
+    cfg = write_config(tmp_path, key_dir, sink.port)
+    body = "".join(json.dumps(payload(i)) + "\n" for i in range(200))
+    assert cli("enqueue", "--config", str(cfg), "-", stdin=body).returncode == 0
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dispatcher.cli",
+        "run",
+        "--config",
+        str(cfg),
+        cwd=REPO,
+    )
+    await sink.wait_until(lambda: len(sink.accepted()) >= 5, within=30)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+    status = json.loads(cli("status", "--config", str(cfg), "--json").stdout)
+    states = status["by_state"]
+    # Nothing is left half-way: every message is delivered or back in the queue.
+    assert set(states) <= {"delivered", "queued"}
+    assert states.get("delivered", 0) == len(sink.accepted())
+    assert states.get("delivered", 0) + states.get("queued", 0) == 200
+    assert states.get("queued", 0) > 0

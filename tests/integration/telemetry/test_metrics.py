@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.engine.runtime import Runtime
-from tests.support.engine import DEST, make_config, payload
-from tests.support.faultsink import FaultSink
+from tests.support.engine import DEST, RuntimeFactory, make_config, payload
+from tests.support.smtp_server import ServerFactory
 
 
 @pytest.fixture(scope="module")
@@ -25,36 +24,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_outcomes_are_counted_and_served(tmp_path: Path, key_dir: Path) -> None:
-    sink = await FaultSink(rules={"rcpt": lambda n: None}).start()
-    try:
-        config = make_config(tmp_path, routes={DEST: f"127.0.0.1:{sink.port}"}, key_dir=key_dir)
-        rt = await Runtime.open(config)
-        try:
-            await rt.enqueue([payload(i) for i in range(6)])
-            await rt.run(drain=True)
-            reg = rt.metrics.registry
-            total = sum(
-                reg.get_sample_value(
-                    "maildispatch_messages_total",
-                    {
-                        "outcome": "delivered",
-                        "pool": "main",
-                        "source_ip": "127.0.0.2",
-                        "platform_domain": d,
-                    },
-                )
-                or 0
-                for d in ("send1.platform.example", "send2.platform.example")
-            )
-            assert total == 6
-            port = free_port()
-            rt.metrics.serve(f"127.0.0.1:{port}")
-            url = f"http://127.0.0.1:{port}/metrics"
-            body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
-            assert b'maildispatch_messages_total{outcome="delivered"' in body
-            assert b"maildispatch_enqueue_to_outcome_seconds_bucket" in body
-        finally:
-            await rt.close()
-    finally:
-        await sink.stop()
+async def test_outcomes_are_counted_and_served(
+    tmp_path: Path, key_dir: Path, smtp_server: ServerFactory, open_runtime: RuntimeFactory
+) -> None:
+    sink = await smtp_server()
+    config = make_config(tmp_path, routes={DEST: f"127.0.0.1:{sink.port}"}, key_dir=key_dir)
+    rt = await open_runtime(config)
+    await rt.enqueue([payload(i) for i in range(6)])
+    await rt.run(drain=True)
+    reg = rt.metrics.registry
+    total = sum(
+        reg.get_sample_value(
+            "maildispatch_messages_total",
+            {
+                "outcome": "delivered",
+                "pool": "main",
+                "source_ip": "127.0.0.2",
+                "platform_domain": d,
+            },
+        )
+        or 0
+        for d in ("send1.platform.example", "send2.platform.example")
+    )
+    assert total == 6
+    port = free_port()
+    rt.metrics.serve(f"127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}/metrics"
+    body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
+    assert b'maildispatch_messages_total{outcome="delivered"' in body
+    assert b"maildispatch_enqueue_to_outcome_seconds_bucket" in body
