@@ -8,8 +8,9 @@
 A `Behaviour` sets what the server offers (PIPELINING, SMTPUTF8, 8BITMIME, STARTTLS with a TLS
 context, more EHLO keywords) and, per phase, what it does instead of the normal reply. The
 phases: greeting, ehlo (EHLO and HELO), starttls, mail, rcpt, data (the DATA command), body
-(once, after the first line of the message data), dot (after the final dot), rset, noop, quit,
-other (any other command). An action is one of:
+(once, after the first line of the message data; anything written there is an early reply and
+the connection closes after it), dot (after the final dot), rset, noop, quit, other (any
+other command). An action is one of:
 
 - a str: a reply ("421 4.3.2 busy"; lines joined by CRLF make a multi-line reply; CRLF added),
   or "drop", "silent", "quiet", or "sleep SECONDS <action>" (the same, later);
@@ -165,6 +166,7 @@ class Connection:
     flights: int = 0
     closed: bool = False
     envelope: Envelope = field(default_factory=Envelope)
+    in_data: bytearray = field(default_factory=bytearray)  # the message arriving, as sent
 
 
 @dataclass(frozen=True)
@@ -305,6 +307,7 @@ class SmtpServer:
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Event()
+        self._arriving: Connection | None = None
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -348,6 +351,11 @@ class SmtpServer:
     @property
     def flights(self) -> int:
         return sum(c.flights for c in self.sessions)
+
+    @property
+    def in_data(self) -> bytes:
+        """The data (dot-stuffed, as sent) of the message arriving last, before its dot."""
+        return bytes(self._arriving.in_data) if self._arriving is not None else b""
 
     @property
     def tls_sessions(self) -> int:
@@ -457,28 +465,32 @@ class SmtpServer:
 
     async def _data(self, io: _Io) -> None:
         b = self.behaviour
-        raw = bytearray()
+        raw = io.conn.in_data = bytearray()
+        self._arriving = io.conn
         lines: list[bytes] = []
         while True:
             line = await self._line(io)
             if line is None:
                 return  # hung up mid-data: not a whole message
+            if line == b".\r\n":
+                break
             raw += line
+            self._notify()
             if len(raw) > b.max_message:
                 await self._write(io, b"552 5.3.4 message too big\r\n")
                 raise _Closed
-            if line == b".\r\n":
-                break
             lines.append(line[1:] if line.startswith(b".") else line)
             if len(lines) == 1 and "body" in b.replies:
-                await self._act(io, "body", b"", [])
+                steps = self._steps(self._turn(io, "body", b""), "body", [])
+                if await self._run(io, steps) is not None:
+                    raise _Closed  # an early reply ends the transaction, and the connection
         env = io.conn.envelope
         msg = Message(
             peer=io.conn.peer,
             mail_from=env.mail_from,
             rcpts=list(env.rcpts),
             data=b"".join(lines),
-            raw=bytes(raw),
+            raw=bytes(raw) + b".\r\n",
             connection=io.conn.index,
             notes=env.notes,
         )
@@ -530,18 +542,20 @@ class SmtpServer:
 
     async def _act(self, io: _Io, phase: str, command: bytes, default: list[Step]) -> int | None:
         """Run the phase's action; the code of the first reply written (None: none)."""
-        return await self._run(io, self._steps(self._turn(io, phase, command), phase, default))
+        steps = self._steps(self._turn(io, phase, command), phase, default)
+        first = await self._run(io, steps)
+        return _code(first) if first else None
 
-    async def _run(self, io: _Io, steps: list[Step]) -> int | None:
+    async def _run(self, io: _Io, steps: list[Step]) -> bytes | None:
+        """Run `steps`; the start of the first thing written (None: nothing)."""
         first: bytes | None = None
         for step in steps:
             if isinstance(step, _WRITES) and first is None:
                 first = _head(step)
             await self._step(io, step)
-        code = _code(first) if first else None
-        if code == 421:
+        if first and _code(first) == 421:
             raise _Closed  # 421 closes the transmission channel (RFC 5321 3.8)
-        return code
+        return first
 
     async def _step(self, io: _Io, step: Step) -> None:
         if isinstance(step, Reply):

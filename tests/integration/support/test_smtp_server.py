@@ -400,3 +400,33 @@ async def test_raw_bytes_and_steps_compose(
     await c.reply()
     await c.send(b"NOOP\r\n")
     assert await c.reply() == [b"250-a", b"250-b", b"250 c"]
+
+
+async def test_an_early_reply_in_the_body_closes_and_in_data_shows_what_arrived(
+    smtp_server: ServerFactory, clients: list[Client]
+) -> None:
+    s = await smtp_server(body="552 5.3.4 too big")
+    c = await connect(clients, s)
+    await helo(c)
+    await c.send(b"MAIL FROM:<b@x.example>\r\nRCPT TO:<r@d.example>\r\nDATA\r\n")
+    assert len([await c.reply() for _ in range(3)]) == 3
+    await c.send(b"Subject: hi\r\n")
+    assert await c.reply() == [b"552 5.3.4 too big"]
+    assert await c.eof()
+    assert s.in_data == b"Subject: hi\r\n" and s.received == []
+
+
+async def test_in_data_grows_as_the_message_arrives(
+    smtp_server: ServerFactory, clients: list[Client]
+) -> None:
+    s = await smtp_server()
+    c = await connect(clients, s)
+    await helo(c)
+    await c.send(b"MAIL FROM:<b@x.example>\r\nRCPT TO:<r@d.example>\r\nDATA\r\n")
+    assert len([await c.reply() for _ in range(3)]) == 3
+    await c.send(BODY)
+    await s.wait_until(lambda: s.in_data == BODY, within=5)
+    assert s.received == []
+    await c.send(b".\r\n")
+    assert await c.reply() == [b"250 2.0.0 queued"]
+    assert s.received[0].raw == BODY + b".\r\n"
