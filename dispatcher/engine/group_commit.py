@@ -265,9 +265,16 @@ class OutcomeWriter:
 
     async def _write_placeholder(self, record: OutcomeRecord, error: Exception) -> bool:
         """One record the queue refuses: its state with a placeholder text instead."""
-        stand_in = placeholder(record, type(error).__name__)
+        reason = type(error).__name__
+        stand_in = placeholder(record, reason)
+        event = Event(
+            "outcome.placeholder",
+            time.time(),
+            {"state": str(record.state), "reason": f"the queue refused the outcome ({reason})"},
+            message_id=record.id,
+        )
         try:
-            await self._write([stand_in])
+            await self._write([stand_in], [event])
         except asyncio.CancelledError:
             raise
         except _DATA_ERRORS as e:

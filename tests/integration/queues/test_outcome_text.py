@@ -84,6 +84,8 @@ async def test_writer_splits_a_refused_batch_and_writes_a_placeholder(queue: Que
     assert poisoned.last_reply_code is None
     assert "not storable" in (poisoned.last_reply_text or "")
     assert [records[i].last_reply_text for i in ids[:17]] == [f"ok {n}" for n in range(17)]
+    events = [e for e in await queue.read_events(0, 1000) if e.kind == "outcome.placeholder"]
+    assert [(e.message_id, e.data["state"]) for e in events] == [(ids[17], "delivered")]
 
 
 async def test_writer_keeps_the_batch_when_the_queue_is_unreachable(queue: Queue) -> None:
