@@ -13,20 +13,25 @@ from collections.abc import Callable
 
 Header = tuple[bytes, bytes]  # (name as written, raw value with its folding and final CRLF)
 
-# (lower-case name, over-signed): an over-signed field is listed once more than it occurs, so
-# a copy added in transit (a second From, say) breaks the signature (RFC 6376 8.15).
+# (lower-case name, signed when absent). Every field present is over-signed: listed once more
+# than it occurs, so a copy added in transit (a second From, a top Content-Type, a Date)
+# breaks the signature (RFC 6376 8.15). A field signed when absent is listed once even when
+# the message lacks it, so a replayer cannot add one (Sender, Cc, List-Id...).
 SIGNED_FIELDS: tuple[tuple[bytes, bool], ...] = (
     (b"from", True),
     (b"to", True),
     (b"subject", True),
     (b"reply-to", True),
-    (b"cc", False),
+    (b"sender", True),
+    (b"cc", True),
+    (b"in-reply-to", True),
+    (b"references", True),
+    (b"list-id", True),
     (b"date", False),
     (b"message-id", False),
     (b"mime-version", False),
     (b"content-type", False),
     (b"content-transfer-encoding", False),
-    (b"list-id", False),
     (b"list-unsubscribe", False),
     (b"list-unsubscribe-post", False),
     (b"feedback-id", False),
@@ -142,12 +147,12 @@ def select_signed(headers: list[Header], canon: HeaderCanon) -> tuple[tuple[int,
         raise MessageFormatError("From", f"a message needs exactly one From field, found {n_from}")
     counts: list[int] = []
     parts: list[bytes] = []
-    for name, oversign in SIGNED_FIELDS:
+    for name, when_absent in SIGNED_FIELDS:
         fields = found.get(name)
         if fields is None:
-            counts.append(int(oversign))
+            counts.append(int(when_absent))
             continue
-        counts.append(len(fields) + oversign)
+        counts.append(len(fields) + 1)
         for field_name, value in reversed(fields):
             parts.append(canon(field_name, value))
     return tuple(counts), b"".join(parts)
