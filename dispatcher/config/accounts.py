@@ -16,10 +16,18 @@ class AccountConfig:
     author_domains: tuple[str, ...]
     pool: str  # default: the first [[pools]] entry
     allow_broadcast_without_unsubscribe: bool = False
+    # Pools a payload may name besides `pool` (a payload naming any other is refused).
+    pools: tuple[str, ...] = ()
+
+    @property
+    def allowed_pools(self) -> frozenset[str]:
+        """Every pool this account's mail may leave from."""
+        return frozenset((self.pool, *self.pools))
 
 
 SECTION = Section(
-    "accounts[]", ("name", "author_domains", "pool", "allow_broadcast_without_unsubscribe")
+    "accounts[]",
+    ("name", "author_domains", "pool", "pools", "allow_broadcast_without_unsubscribe"),
 )
 
 
@@ -48,6 +56,14 @@ def _parse_account(t: Table, key_domains: Set[str], pool_names: Sequence[str]) -
     pool = t.text("pool", pool_names[0])
     if pool not in pool_names:
         raise ConfigError(t.key("pool"), f"no pool named {pool!r}")
+    extra_raw = t.raw("pools", [])
+    if not isinstance(extra_raw, list):
+        raise ConfigError(t.key("pools"), "expected a list of pool names")
+    extra: list[str] = []
+    for i, p in enumerate(extra_raw):
+        if not isinstance(p, str) or p not in pool_names:
+            raise ConfigError(f"{t.key('pools')}[{i}]", f"no pool named {p!r}")
+        extra.append(p)
     account = AccountConfig(
         name=name,
         author_domains=author,
@@ -56,6 +72,7 @@ def _parse_account(t: Table, key_domains: Set[str], pool_names: Sequence[str]) -
             "allow_broadcast_without_unsubscribe",
             field_default(AccountConfig, "allow_broadcast_without_unsubscribe"),
         ),
+        pools=tuple(extra),
     )
     t.done()
     return account

@@ -46,7 +46,7 @@ class MessageError(ValueError):
 
     `field` is the key path in the JSON (`to`, `headers.X-Foo`, `unsubscribe.url`, or
     `payload` for the document itself); `code` is one of: required, invalid, unknown_field,
-    duplicate, forbidden_header, too_long, too_large, domain_not_allowed.
+    duplicate, forbidden_header, too_long, too_large, domain_not_allowed, pool_not_allowed.
     """
 
     def __init__(self, field: str, code: str, message: str) -> None:
@@ -707,7 +707,7 @@ class MessageFactory:
             campaign=_campaign(payload),
             # The account's pool unless the payload names another: stored, so a message
             # keeps its pool across retries and config edits of the account.
-            pool=self._pool(payload) or account.pool,
+            pool=self._pool(payload, account) or account.pool,
             unsubscribe=unsubscribe,
             due_at=due_at,
             expires_at=expires_at,
@@ -779,10 +779,19 @@ class MessageFactory:
             raise MessageError("stream", "invalid", f"expected one of {choices}")
         return stream
 
-    def _pool(self, payload: Mapping[str, object]) -> str | None:
+    def _pool(self, payload: Mapping[str, object], account: AccountConfig) -> str | None:
         pool = _optional(payload, "pool")
-        if pool is not None and pool not in self.pools:
+        if pool is None:
+            return None
+        if pool not in self.pools:
             raise MessageError("pool", "invalid", f"no pool named {_short(pool)}")
+        if pool not in account.allowed_pools:
+            # Another account's pool: its dedicated IPs, EHLO names and platform domains.
+            raise MessageError(
+                "pool",
+                "pool_not_allowed",
+                f"account {account.name!r} may not send from pool {_short(pool)}",
+            )
         return pool
 
 

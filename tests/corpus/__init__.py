@@ -125,7 +125,12 @@ def corpus_config(base_dir: Path, **overrides: Any) -> Config:
                 "name": "warm",
                 "ips": [{"address": "127.0.0.2", "ehlo": "mta1.mdplatform.example"}],
                 "domains": [{"domain": "send1.mdplatform.example"}],
-            }
+            },
+            {  # another customer's dedicated IPs: no corpus account may name it
+                "name": "dedicated",
+                "ips": [{"address": "127.0.0.9", "ehlo": "mta9.mdplatform.example"}],
+                "domains": [{"domain": "send9.mdplatform.example", "sign": False}],
+            },
         ],
     }
     raw.update(overrides)

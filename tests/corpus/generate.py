@@ -270,6 +270,8 @@ reject("priority_too_low", "priority", "invalid", priority=-101)
 reject("unknown_stream", "stream", "invalid", stream="bulk")
 reject("unknown_account", "account", "invalid", account="nobody")
 reject("unknown_pool", "pool", "invalid", pool="cold")
+# Issue 10, finding 5: a pool that exists but is not the account's own.
+reject("another_accounts_pool", "pool", "pool_not_allowed", pool="dedicated")
 reject("headers_list", "headers", "invalid", headers=["X-A: 1"])
 reject("header_value_number", "headers.X-A", "invalid", headers={"X-A": 1})
 reject("metadata_string", "metadata", "invalid", metadata="x")

@@ -180,3 +180,32 @@ def test_no_header_line_over_998_octets_whatever_the_values(
         return
     head = msg.body.split(b"\r\n\r\n", 1)[0]
     assert max(len(line) for line in head.split(b"\r\n")) <= 998
+
+
+def test_an_account_sends_only_from_its_own_or_listed_pools(tmp_path: Path) -> None:
+    """Issue 10, finding 5: `pool` was only checked to exist."""
+    from dispatcher.config import ConfigError
+
+    accounts = [
+        {"name": "acme", "author_domains": ["acme-news.example"], "pool": "warm"},
+        {
+            "name": "creator",
+            "author_domains": ["creator-letters.example"],
+            "pool": "warm",
+            "pools": ["dedicated"],
+        },
+    ]
+    f = MessageFactory.from_config(corpus_config(tmp_path, accounts=accounts), Verp(b"k" * 32, "b"))
+    creator = {**BASE, "account": "creator", "from": "x@creator-letters.example"}
+    assert f.build({**creator, "pool": "dedicated"}, now=NOW).pool == "dedicated"
+    assert f.build({**creator, "pool": "warm"}, now=NOW).pool == "warm"
+    assert f.build(creator, now=NOW).pool == "warm"
+    with pytest.raises(MessageError) as info:
+        f.build({**BASE, "pool": "dedicated"}, now=NOW)
+    assert (info.value.field, info.value.code) == ("pool", "pool_not_allowed")
+    assert str(info.value) == "pool: account 'acme' may not send from pool 'dedicated'"
+
+    bad = [{**accounts[1], "pools": ["dedicated", "nope"]}]
+    with pytest.raises(ConfigError) as cfg:
+        corpus_config(tmp_path, accounts=bad)
+    assert cfg.value.key_path == "accounts[0].pools[1]"
