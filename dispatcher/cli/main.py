@@ -115,19 +115,37 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_processes(args)
 
     async def main() -> int:
-        stop = asyncio.Event()
+        stop, now = asyncio.Event(), asyncio.Event()
+        stopped_at: list[float] = []
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            # The first SIGTERM/SIGINT stops gracefully; a second one means now.
+            if stop.is_set():
+                now.set()
+                return
+            stopped_at.append(time.monotonic())
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         rt = await _open_patiently(config, stop)
         if rt is None:
             return 0
         if config.metrics.listen:
             rt.metrics.serve(config.metrics.listen)
         try:
-            stats = await rt.run(drain=args.drain, stop=stop)
+            stats = await rt.run(drain=args.drain, stop=stop, now=now)
         finally:
-            await rt.close()
+            # Handing back the lease belongs in shutdown_timeout too; past it the lease
+            # expires by itself (PostgreSQL) or its lock dies with the process (SQLite).
+            left = 30.0
+            if stopped_at:
+                left = stopped_at[0] + config.dispatch.shutdown_timeout - time.monotonic()
+            try:
+                await asyncio.wait_for(rt.close(), timeout=max(0.1, left))
+            except TimeoutError:
+                logging.getLogger("maildispatch").warning("lease release cut short")
         print(
             f"run: {dict(stats.outcomes)} in {stats.elapsed:.1f}s",
             file=sys.stderr,

@@ -1,9 +1,16 @@
 """The engine: claim in batches, route, pick IP and platform domain, deliver, record outcomes.
 
 One engine is one worker (one lease) on one event loop. Side tasks (mark writer, outcome
-writer, heartbeat, recovery) are watched: if one dies, the engine stops. On stop, messages
-not yet started go back to the queue without an attempt; sessions in flight get
-`shutdown_timeout` to finish; outcomes are written before the engine returns.
+writer, heartbeat, recovery) are watched: if one dies, the engine stops.
+
+Stopping is prompt and bounded. The moment the stop flag is seen no message starts: claiming
+stops, a batch being placed goes back to the queue unstarted, lanes stop handing out work and
+return what waits in them. Sessions finish the message they are on; everything (sessions,
+outcome writes) is done within `shutdown_timeout` of the stop, a reserve kept for the outcome
+write and the lease release. A send still going at the deadline is cut short: a dot without
+its reply is ambiguous (held), a message short of its dot goes back to the queue; outcomes not
+written by then are settled by recovery, as after a crash. `now` (a second signal) ends the
+waiting at once.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from dispatcher.config import Config
 from dispatcher.dkim.signer import DkimSigner
@@ -113,7 +121,8 @@ class Engine:
         self._lease: Lease | None = None
         self._marks: MarkWriter | None = None
         self._outcomes: OutcomeWriter | None = None
-        # Set the moment the stop flag is seen: messages started after it are counted.
+        # Set the moment the stop flag is seen (monotonic): nothing starts after it, and
+        # messages started anyway are counted (a bug if ever non-zero, look-aheads aside).
         self._stop_seen_at: float | None = None
         self.mails_after_stop = 0
 
@@ -125,8 +134,10 @@ class Engine:
         *,
         drain: bool = False,
         progress: Callable[[RunStats], None] | None = None,
+        now: asyncio.Event | None = None,
     ) -> RunStats:
-        """Dispatch until `stop` is set (or, with drain, until nothing is due)."""
+        """Dispatch until `stop` is set (or, with drain, until nothing is due); then stop
+        within `shutdown_timeout`, or at once once `now` is set."""
         stop = stop or asyncio.Event()
         self._progress = progress
         self._stats = RunStats()
@@ -158,14 +169,8 @@ class Engine:
                 claim.result()
         finally:
             stop.set()
-            if not claim.done():
-                # Let the claim loop see `stop` and finish placing its batch; cancel if stuck.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait({claim}, timeout=self.config.dispatch.shutdown_timeout)
-                claim.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await claim
-            await self._shutdown()
+            self._begin_stop()
+            await self._shutdown(claim, now)
             for task in side:
                 task.cancel()
             await asyncio.gather(*side, return_exceptions=True)
@@ -182,7 +187,20 @@ class Engine:
 
     async def _watch_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()
+        self._begin_stop()
+
+    def _begin_stop(self) -> None:
+        """The stop flag is seen: from here on no message starts."""
+        if self._stop_seen_at is not None:
+            return
         self._stop_seen_at = time.monotonic()
+        for lane in self._lanes.values():
+            for work in lane.close():
+                self._release(work.message)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_seen_at is not None
 
     def _message_started(self) -> None:
         if self._stop_seen_at is not None:
@@ -253,6 +271,13 @@ class Engine:
         if messages:
             reached("after_claim")
             self._stats.claimed += len(messages)
+            if self.stopping:
+                # Claimed as the stop came: back to the queue, unstarted.
+                for msg in messages:
+                    self._inflight += 1
+                    self._held.add(msg.id)
+                    self._release(msg)
+                return False
             await self._dispatch(messages, slots)
             return False
         if drain and self._inflight == 0:
@@ -267,11 +292,19 @@ class Engine:
         if self._inflight:
             poll = min(poll, 0.02)
         waiter = getattr(self.queue, "wait_for_work", None)
-        with contextlib.suppress(TimeoutError):
-            if waiter is not None and not self._inflight:
-                await asyncio.wait_for(waiter(poll), timeout=poll + 1.0)
-            else:
+        if waiter is None or self._inflight:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=poll)
+            return
+        # Woken by new work, the poll interval, or the stop flag, whichever comes first.
+        work = asyncio.ensure_future(waiter(poll))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((work, stopped), timeout=poll + 1.0, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (work, stopped):
+                t.cancel()
+            await asyncio.gather(work, stopped, return_exceptions=True)
 
     async def _dispatch(self, messages: list[ClaimedMessage], slots: asyncio.Semaphore) -> None:
         """Route each claimed message and put it on its lane."""
@@ -311,13 +344,21 @@ class Engine:
         placed = 0
         try:
             for i in range(0, len(ready), _SIGN_CHUNK):
+                if self.stopping:
+                    break
                 chunk = ready[i : i + _SIGN_CHUNK]
                 # RSA signing is most of the CPU per message; OpenSSL releases the GIL, so a
                 # thread signs on the other core while the loop keeps the sessions going.
                 await loop.run_in_executor(self._sign_pool, self._sign_ahead, chunk)
+                if self.stopping:
+                    break
                 for work in chunk:
                     self._lane(work, slots).put(work)
                     placed += 1
+            # Stopped while placing: the rest goes back to the queue unstarted.
+            for work in ready[placed:]:
+                self._release(work.message)
+            placed = len(ready)
         except BaseException:
             # Cancelled mid-batch: what never reached a lane goes back, no attempt counted.
             for work in ready[placed:]:
@@ -511,21 +552,56 @@ class Engine:
         for key in idle:
             del self._lanes[key]
 
-    async def _shutdown(self) -> None:
-        """Return unstarted work, let sessions finish, write every outcome."""
-        for lane in self._lanes.values():
-            lane.closing = True
-            for work in lane.take_all():
-                self._release(work.message)
+    async def _shutdown(self, claim: asyncio.Task[None], now: asyncio.Event | None) -> None:
+        """Within `shutdown_timeout` of the stop: let the claim loop return its batch, let
+        sessions finish their message, cut short what is left, write every outcome."""
+        assert self._stop_seen_at is not None
         timeout = self.config.dispatch.shutdown_timeout
-        if self._tasks:
-            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-        if self._outcomes is not None and not await self._outcomes.drain(timeout):
+        deadline = self._stop_seen_at + timeout
+        # Kept for the outcome write and the lease release (by the caller, after us).
+        reserve = min(1.5, 0.25 * timeout)
+        if not claim.done():
+            # It returns at once (placing checks the stop flag); a claim or signing hop in
+            # flight takes milliseconds. Cancelled past that: what it claimed stays under the
+            # lease, for recovery.
+            await _wait_tasks({claim}, min(deadline - reserve, time.monotonic() + 1.0), now)
+            claim.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await claim
+        pending = await _wait_tasks(set(self._tasks), deadline - reserve, now)
+        for task in pending:
+            task.cancel()  # each settles its message: a dot without a reply is ambiguous
+        if pending:
+            await asyncio.wait(pending, timeout=0.25)
+        within = deadline - time.monotonic() - reserve / 3
+        if now is not None and now.is_set():
+            within = min(within, 1.0)
+        if self._outcomes is not None and not await self._outcomes.drain(max(0.05, within)):
             log.error(
                 "shutdown: %d outcomes could not be written; recovery will settle them",
                 self._outcomes.pending,
             )
+
+
+async def _wait_tasks(
+    tasks: set[asyncio.Task[None]], until: float, now: asyncio.Event | None
+) -> set[asyncio.Task[None]]:
+    """Wait for `tasks` until `until` (monotonic) or until `now` is set; returns the pending."""
+    pending = {t for t in tasks if not t.done()}
+    if not pending or (now is not None and now.is_set()):
+        return pending
+    waker = asyncio.ensure_future(now.wait()) if now is not None else None
+    try:
+        while pending and not (now is not None and now.is_set()):
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            watched: set[asyncio.Future[Any]] = set(pending)
+            if waker is not None:
+                watched.add(waker)
+            await asyncio.wait(watched, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            pending = {t for t in pending if not t.done()}
+    finally:
+        if waker is not None:
+            waker.cancel()
+    return pending

@@ -87,6 +87,15 @@ def released(reason: str) -> SendResult:
     return SendResult(Phase.MARK, None, f"released: {reason}", reusable=False)
 
 
+def cut_short(dot_written: bool) -> SendResult:
+    """The result of a send stopped by the shutdown deadline: a dot still unanswered is
+    ambiguous (held); short of its dot, the message goes back to the queue."""
+    if dot_written:
+        text = "no reply to the final dot before the shutdown deadline"
+        return SendResult(Phase.DOT, None, text, dot_written=True, reusable=False)
+    return released("shutdown deadline")
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     work: Work
@@ -164,13 +173,18 @@ class Lane:
             self.sessions += 1
             self._spawn(self._session_loop())
 
-    def take_all(self) -> list[Work]:
-        """Remove every message not yet started (for shutdown)."""
+    def close(self) -> list[Work]:
+        """Stop handing out work at once; returns every message not yet started (shutdown).
+        Sessions finish the message they are on, then end."""
+        self.closing = True
         items = list(self._ready)
         self._ready.clear()
+        self._has_work.set()  # wake idle sessions so that they leave now
         return items
 
     async def _next(self) -> Work | None:
+        if self.closing:
+            return None
         deadline = time.monotonic() + self._settings.idle_timeout
         while not self._ready:
             if self.closing:
@@ -214,7 +228,13 @@ class Lane:
                                 session = None
                             continue
                         if session is None or not session.is_open:
-                            session, host, failure = await self._open(work)
+                            try:
+                                session, host, failure = await self._open(work)
+                            except asyncio.CancelledError:
+                                if ahead_of is not None:
+                                    ahead_of.commit.cancel()
+                                self._done(Attempt(work, released("shutting down"), None))
+                                raise
                             if session is None:
                                 if ahead_of is not None:
                                     ahead_of.commit.cancel()
@@ -224,6 +244,10 @@ class Lane:
                         taken: list[_Next] = []
                         try:
                             attempt = await self._send(session, host, work, ahead_of, taken)
+                        except asyncio.CancelledError:
+                            # The shutdown deadline: settle the message before leaving.
+                            self._done(Attempt(work, cut_short(session.dot_written), host.name))
+                            raise
                         except Exception as e:
                             # A bug, not an SMTP outcome: still settle the message. If the
                             # dot may have been written, it is ambiguous, never resent.

@@ -141,9 +141,11 @@ class Runtime:
         drain: bool = False,
         stop: asyncio.Event | None = None,
         progress: Callable[[RunStats], None] | None = None,
+        now: asyncio.Event | None = None,
     ) -> RunStats:
-        """Dispatch until stopped (or, with drain, until nothing is due)."""
-        return await self.engine().run(stop, drain=drain, progress=progress)
+        """Dispatch until stopped (or, with drain, until nothing is due); `now` cuts the
+        shutdown short (see `Engine.run`)."""
+        return await self.engine().run(stop, drain=drain, progress=progress, now=now)
 
     async def close(self) -> None:
         await self.queue.close()
