@@ -1,4 +1,5 @@
-"""`[smtp]`: timeouts, STARTTLS policy, which client, send-ahead, the circuit breaker."""
+"""`[smtp]`: timeouts, STARTTLS policy, which client, send-ahead, the committing mark, the
+circuit breaker."""
 
 from __future__ import annotations
 
@@ -11,6 +12,13 @@ from dispatcher.config.table import Section, Table
 class StartTls(enum.StrEnum):
     OPPORTUNISTIC = "opportunistic"  # when the server offers it
     NEVER = "never"
+
+
+class MarkAt(enum.StrEnum):
+    """When a session asks for the `committing` mark."""
+
+    DOT = "dot"  # the body written up to its final dot: a crash holds only what may be sent
+    DATA = "data"  # with MAIL, awaited before the body: the wider window, kept for comparison
 
 
 class Client(enum.StrEnum):
@@ -28,6 +36,10 @@ class SmtpConfig:
     client: Client = Client.PIPELINING
     # Pipelining client only: the next message's MAIL/RCPT/DATA ride with this one's dot.
     send_ahead: bool = True
+    mark_at: MarkAt = MarkAt.DOT
+    # The body waits this long, written up to its final dot, for its mark (a stalled database
+    # raises no error); then the connection is aborted and the message released.
+    mark_timeout: float = 10.0
     circuit_failures: int = 3
     circuit_open_seconds: float = 30.0
 
@@ -41,6 +53,8 @@ SECTION = Section(
         "starttls",
         "client",
         "send_ahead",
+        "mark_at",
+        "mark_timeout",
         "circuit_failures",
         "circuit_open_seconds",
     ),
@@ -56,6 +70,8 @@ def parse_smtp(t: Table) -> SmtpConfig:
         starttls=t.choice("starttls", base.starttls),
         client=t.choice("client", base.client),
         send_ahead=t.flag("send_ahead", base.send_ahead),
+        mark_at=t.choice("mark_at", base.mark_at),
+        mark_timeout=t.duration("mark_timeout", base.mark_timeout),
         circuit_failures=t.integer("circuit_failures", base.circuit_failures, minimum=1),
         circuit_open_seconds=t.duration("circuit_open_seconds", base.circuit_open_seconds),
     )

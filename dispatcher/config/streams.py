@@ -6,7 +6,9 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from dispatcher.config.errors import ConfigError
 from dispatcher.config.table import Section, Table
+from dispatcher.config.values import parse_duration
 
 
 class Ambiguous(enum.StrEnum):
@@ -14,6 +16,7 @@ class Ambiguous(enum.StrEnum):
 
     HOLD = "hold"  # kept, never resent (the delivery promise's default)
     RETRY = "retry"
+    RELEASE = "release"  # "release:DURATION": held, then queued again after DURATION
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +25,7 @@ class StreamConfig:
     max_age: float
     ambiguous: Ambiguous = Ambiguous.HOLD
     require_unsubscribe: bool = False
+    release_after: float | None = None  # with Ambiguous.RELEASE: how long a message is held
 
 
 # The streams there are, with their defaults.
@@ -40,12 +44,31 @@ def parse_streams(t: Table) -> dict[str, StreamConfig]:
     for section in STREAM_SECTIONS:
         base = STREAM_DEFAULTS[section.name]
         st = t.table(section)
+        ambiguous, release_after = _ambiguous(st, base.ambiguous)
         streams[base.name] = replace(
             base,
             max_age=st.duration("max_age", base.max_age),
-            ambiguous=st.choice("ambiguous", base.ambiguous),
+            ambiguous=ambiguous,
+            release_after=release_after,
             require_unsubscribe=st.flag("require_unsubscribe", base.require_unsubscribe),
         )
         st.done()
     t.done()
     return streams
+
+
+def _ambiguous(st: Table, default: Ambiguous) -> tuple[Ambiguous, float | None]:
+    """`"hold"`, `"retry"` or `"release:DURATION"`."""
+    v = st.raw("ambiguous", default.value)
+    if isinstance(v, str) and v.strip().startswith(f"{Ambiguous.RELEASE.value}:"):
+        after = parse_duration(v.split(":", 1)[1], st.key("ambiguous"))
+        if after <= 0:
+            raise ConfigError(st.key("ambiguous"), "release delay must be positive")
+        return Ambiguous.RELEASE, after
+    if v == Ambiguous.RELEASE.value:
+        raise ConfigError(st.key("ambiguous"), 'needs a delay: "release:DURATION" (e.g. 6h)')
+    if v not in (Ambiguous.HOLD.value, Ambiguous.RETRY.value):
+        raise ConfigError(
+            st.key("ambiguous"), f'must be "hold", "retry" or "release:DURATION"; got {v!r}'
+        )
+    return Ambiguous(v), None

@@ -300,7 +300,9 @@ class Engine:
         work = asyncio.ensure_future(waiter(poll))
         stopped = asyncio.ensure_future(stop.wait())
         try:
-            await asyncio.wait((work, stopped), timeout=poll + 1.0, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                (work, stopped), timeout=poll + 1.0, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for t in (work, stopped):
                 t.cancel()

@@ -117,7 +117,7 @@ class LaneSettings:
     client: Client  # dispatcher.smtp.CLIENTS
     send_ahead: bool  # pipelining client: next message's commands ride with the dot
     idle_timeout: float = 2.0
-    mark_at: str = MarkAt.DOT  # when the committing mark is asked for
+    mark_at: MarkAt = MarkAt.DOT  # when the committing mark is asked for
 
     @classmethod
     def from_config(cls, config: Config) -> LaneSettings:
@@ -129,6 +129,7 @@ class LaneSettings:
             starttls=config.smtp.starttls == StartTls.OPPORTUNISTIC,
             client=config.smtp.client,
             send_ahead=config.smtp.send_ahead,
+            mark_at=config.smtp.mark_at,
         )
 
 

@@ -28,7 +28,7 @@ def make_session(
     ehlo_name: str,
     timeouts: SessionTimeouts,
     starttls: bool = True,
-    mark_at: str = MarkAt.DOT,
+    mark_at: MarkAt = MarkAt.DOT,
 ) -> Session:
     """A session of the chosen client kind (one of `CLIENTS`)."""
     if client == "pipelining":

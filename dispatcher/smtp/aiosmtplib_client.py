@@ -63,7 +63,7 @@ class SmtpSession:
         ehlo_name: str,
         timeouts: SessionTimeouts,
         starttls: bool = True,
-        mark_at: str = MarkAt.DOT,
+        mark_at: MarkAt = MarkAt.DOT,
     ) -> None:
         self.host = host
         self.port = port

@@ -258,7 +258,7 @@ class PipeliningSession:
         ehlo_name: str,
         timeouts: SessionTimeouts,
         starttls: bool = True,
-        mark_at: str = MarkAt.DOT,
+        mark_at: MarkAt = MarkAt.DOT,
     ) -> None:
         self.host = host
         self.port = port

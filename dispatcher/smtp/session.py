@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from dispatcher.config import SmtpConfig
+from dispatcher.config.smtp import MarkAt as MarkAt  # re-exported for the clients and lanes
 from dispatcher.smtp.reply import clean_text
 
 _PERIOD = re.compile(rb"(?m)^\.")
@@ -94,17 +95,7 @@ class SessionTimeouts:
 
     @classmethod
     def from_config(cls, smtp: SmtpConfig) -> SessionTimeouts:
-        return cls(smtp.connect_timeout, smtp.command_timeout, smtp.data_timeout)
-
-
-class MarkAt:
-    """When the committing mark is asked for (`[smtp] mark`)."""
-
-    DOT = "dot"  # after the body, before the final dot: a crash holds only what may be sent
-    DATA = "data"  # with MAIL, awaited before the body (the old, wider window; for comparison)
-
-
-MARK_AT = (MarkAt.DOT, MarkAt.DATA)
+        return cls(smtp.connect_timeout, smtp.command_timeout, smtp.data_timeout, smtp.mark_timeout)
 
 
 class Commit(Protocol):

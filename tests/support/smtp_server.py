@@ -621,4 +621,3 @@ class SmtpServer:
                 return None
             io.answered = False
             io.buf += chunk
-

@@ -100,7 +100,9 @@ async def test_records_peer_envelope_exact_bytes_and_flights(
     # One pipelined group: three replies, one flight.
     await c.send(b"MAIL FROM:<b@x.example> SMTPUTF8\r\nRCPT TO:<r@d.example>\r\nDATA\r\n")
     assert [await c.reply() for _ in range(3)] == [
-        [b"250 2.1.0 ok"], [b"250 2.1.5 ok"], [b"354 go ahead"]
+        [b"250 2.1.0 ok"],
+        [b"250 2.1.5 ok"],
+        [b"354 go ahead"],
     ]
     await c.send(BODY + b".\r\n")
     assert await c.reply() == [b"250 2.0.0 queued"]
@@ -270,7 +272,9 @@ async def test_a_421_mid_pipeline_closes_and_leaves_the_rest_unanswered(
         b"RCPT TO:<c@d.example>\r\nDATA\r\n"
     )
     assert [await c.reply() for _ in range(3)] == [
-        [b"250 2.1.0 ok"], [b"250 2.1.5 ok"], [b"421 4.7.0 busy"]
+        [b"250 2.1.0 ok"],
+        [b"250 2.1.5 ok"],
+        [b"421 4.7.0 busy"],
     ]
     assert await c.eof()
     assert s.received == []

@@ -54,6 +54,16 @@ def test_repository_config_loads_frozen() -> None:
             lambda r: r["streams"]["broadcast"].update(ambiguous="resend"),
             "streams.broadcast.ambiguous",
         ),
+        (
+            lambda r: r["streams"]["broadcast"].update(ambiguous="release"),
+            "streams.broadcast.ambiguous",
+        ),
+        (
+            lambda r: r["streams"]["broadcast"].update(ambiguous="release:soon"),
+            "streams.broadcast.ambiguous",
+        ),
+        (lambda r: r["smtp"].update(mark_at="mail"), "smtp.mark_at"),
+        (lambda r: r["smtp"].update(mark_timeout="never"), "smtp.mark_timeout"),
     ],
 )
 def test_errors_name_the_key_path(mutate: Any, key_path: str) -> None:
@@ -63,6 +73,22 @@ def test_errors_name_the_key_path(mutate: Any, key_path: str) -> None:
         parse_config(raw, base_dir=REPO)
     assert err.value.key_path == key_path
     assert str(err.value).startswith(key_path + ":")
+
+
+def test_ambiguous_release_after_a_delay_and_the_mark_settings() -> None:
+    raw = repo_raw()
+    raw.setdefault("streams", {}).setdefault("broadcast", {})["ambiguous"] = "release:6h"
+    raw["smtp"].update(mark_at="data", mark_timeout="3s")
+    config = parse_config(raw, base_dir=REPO)
+    broadcast = config.streams["broadcast"]
+    assert (broadcast.ambiguous, broadcast.release_after) == ("release", 6 * 3600.0)
+    assert (
+        config.streams["transactional"].ambiguous,
+        config.streams["transactional"].release_after,
+    ) == ("hold", None)
+    assert (config.smtp.mark_at, config.smtp.mark_timeout) == ("data", 3.0)
+    default = parse_config(repo_raw(), base_dir=REPO)
+    assert (default.smtp.mark_at, default.smtp.mark_timeout) == ("dot", 10.0)
 
 
 def test_config_check_cli_names_the_key(tmp_path: Path) -> None:
