@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dispatcher.config import Config
 from dispatcher.engine.runtime import Runtime
+from dispatcher.message.verp import Verp
+from tests.chaos.faults import FaultPlan
+from tests.chaos.sink import RecordingSink, SinkFactory
 from tests.support.engine import RuntimeFactory
 from tests.support.smtp_server import Action, Behaviour, Message, ServerFactory, SmtpServer
 
@@ -71,3 +75,25 @@ async def open_runtime() -> AsyncIterator[RuntimeFactory]:
     yield open_
     for rt in reversed(opened):
         await rt.close()
+
+
+@pytest.fixture
+async def recording_sink() -> AsyncIterator[SinkFactory]:
+    """Starts chaos recording sinks (tests/chaos/sink.py) in-process; stopped at teardown."""
+    sinks: list[RecordingSink] = []
+
+    async def start(
+        record: Path,
+        verp: Verp,
+        plan: FaultPlan | None = None,
+        *,
+        strict: bool = False,
+        keep_data: bool = False,
+    ) -> RecordingSink:
+        sink = await RecordingSink(record, verp, plan, strict=strict, keep_data=keep_data).start()
+        sinks.append(sink)
+        return sink
+
+    yield start
+    for sink in sinks:
+        await sink.stop()

@@ -10,6 +10,9 @@ Faults follow a `FaultPlan` (chaos mode). In strict mode there are no faults, ev
 message's bytes are kept in the record, and data with a bare CR or bare LF is refused with
 554 (RFC 5321 section 2.3.8).
 
+Built on the shared test server (tests/support/smtp_server.py): the plan's faults are its
+per-phase actions, and the record is written from its `on_message` hook, before the reply.
+
 Run as its own process, so that workers' deaths never touch it:
     python -m tests.chaos.sink --record FILE --port-file FILE --verp-secret FILE [--seed S]
 """
@@ -19,18 +22,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import re
 import signal
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from dispatcher.message.verp import Verp
 from tests.chaos.faults import Fault, FaultPlan
+from tests.support.smtp_server import (
+    Action,
+    Behaviour,
+    Default,
+    Delay,
+    Message,
+    Quiet,
+    SmtpServer,
+    Turn,
+)
 
 _BARE_CR = re.compile(rb"\r(?!\n)")
 _SILENCE_CAP = 120.0  # a silent envelope waits for the client to hang up, at most this long
@@ -85,16 +98,11 @@ class _Envelope:
     id: str | None = None
     n: int = 0
     fault: Fault | None = None
-    mail_from: str = ""
-    rcpts: list[str] = field(default_factory=list)
-
-
-class _Closed(Exception):
-    """The sink ended this connection on purpose (a fault or a 421)."""
 
 
 class RecordingSink:
-    """The server. Usable in-process (`await start()`), or as a process (see `main`)."""
+    """The server (the shared test server with a fault plan and a record file). Usable
+    in-process (`await start()`), or as a process (see `main`)."""
 
     def __init__(
         self,
@@ -113,29 +121,40 @@ class RecordingSink:
         self.port = 0
         self._envelopes_seen: dict[str, int] = {}
         self._fh: IO[bytes] | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self._conns: set[asyncio.Task[Any]] = set()
+        behaviour = Behaviour(
+            hostname="chaos-sink",
+            replies={
+                "mail": self._at_mail,
+                "rcpt": self._at_phase,
+                "data": self._at_phase,
+                "body": self._at_phase,
+                "dot": self._at_dot,
+            },
+            silence_cap=_SILENCE_CAP,
+        )
+        self._server = SmtpServer(behaviour, on_message=self._receipt)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> RecordingSink:
         self._fh = self.record_path.open("ab")
-        self._server = await asyncio.start_server(self._handle, host, port, limit=1 << 20)
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        await self._server.start(host, port)
+        self.port = self._server.port
         return self
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._conns):
-            task.cancel()
-        await asyncio.gather(*self._conns, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
+        await self._server.stop()
         if self._fh is not None:
             self._fh.close()
             self._fh = None
 
     def events(self) -> list[SinkEvent]:
         return read_events(self.record_path)
+
+    async def wait_until(
+        self, predicate: Callable[[list[SinkEvent]], bool], within: float = 10.0
+    ) -> list[SinkEvent]:
+        """The events, once `predicate(events)` holds (checked whenever the server moves)."""
+        await self._server.wait_until(lambda: predicate(self.events()), within)
+        return self.events()
 
     # -- recording ---------------------------------------------------------------------
 
@@ -154,160 +173,77 @@ class RecordingSink:
         self._fh.write(json.dumps(d, separators=(",", ":")).encode() + b"\n")
         self._fh.flush()
 
-    # -- the dialogue ------------------------------------------------------------------
+    def _receipt(self, msg: Message) -> None:
+        """Called by the server once the message is whole, before its reply is written."""
+        env: _Envelope = msg.notes.get("chaos") or _Envelope()
+        receipt: dict[str, Any] = {
+            "peer": msg.peer,
+            "from": msg.mail_from,
+            "rcpts": msg.rcpts,
+            "size": len(msg.data),
+        }
+        if self.keep_data:
+            receipt["data"] = base64.b64encode(msg.data).decode()
+        self._write(env, "receipt", ending=msg.ending, reply=msg.reply, **receipt)
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._conns.add(task)
-        peer = str(writer.get_extra_info("peername")[0])
-        try:
-            await self._dialogue(reader, writer, peer)
-        except (_Closed, ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._conns.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+    # -- the faults --------------------------------------------------------------------
 
-    async def _say(self, writer: asyncio.StreamWriter, line: str) -> None:
-        writer.write(line.encode() + b"\r\n")
-        await writer.drain()
-        if line.startswith("421"):
-            raise _Closed  # RFC 5321: 421 closes the transmission channel
-
-    async def _fault_at(
-        self,
-        phase: str,
-        env: _Envelope,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        default: str,
-    ) -> None:
-        """Answer `default`, unless the envelope's fault strikes at this phase."""
-        f = env.fault
-        if f is None or f.phase != phase:
-            await self._say(writer, default)
-            return
-        if f.action == "slow":
-            assert self.plan is not None and env.id is not None
-            await asyncio.sleep(self.plan.delay(env.id, env.n))
-            await self._say(writer, default)
-            return
-        self._write(env, "fault", phase=phase)
-        if f.action == "drop":
-            raise _Closed
-        await self._say(writer, f.action)
-
-    async def _dialogue(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str
-    ) -> None:
-        await self._say(writer, "220 chaos-sink ESMTP")
-        env = _Envelope()
-        while True:
-            line = await reader.readline()
-            if not line:
-                return
-            cmd = line.decode("utf-8", "replace").strip()
-            verb = cmd.split(" ", 1)[0].upper()
-            if verb in ("EHLO", "HELO"):
-                writer.write(
-                    b"250-chaos-sink\r\n250-PIPELINING\r\n250-SMTPUTF8\r\n250 8BITMIME\r\n"
-                )
-                await writer.drain()
-            elif verb == "MAIL":
-                env = self._new_envelope(cmd)
-                await self._fault_at("mail", env, reader, writer, "250 2.1.0 ok")
-            elif verb == "RCPT":
-                env.rcpts.append(_address(cmd))
-                await self._fault_at("rcpt", env, reader, writer, "250 2.1.5 ok")
-            elif verb == "DATA":
-                await self._fault_at("data", env, reader, writer, "354 go ahead")
-                await self._body(reader, writer, env, peer)
-                env = _Envelope()
-            elif verb == "RSET":
-                env = _Envelope()
-                await self._say(writer, "250 2.0.0 reset")
-            elif verb == "NOOP":
-                await self._say(writer, "250 2.0.0 ok")
-            elif verb == "QUIT":
-                await self._say(writer, "221 2.0.0 bye")
-                return
-            else:
-                await self._say(writer, "502 5.5.2 not implemented")
-
-    def _new_envelope(self, cmd: str) -> _Envelope:
-        mail_from = _address(cmd)
-        msg_id = self.verp.parse(mail_from)
-        env = _Envelope(id=msg_id, mail_from=mail_from)
+    def _at_mail(self, turn: Turn) -> Action | None:
+        msg_id = self.verp.parse(turn.envelope.mail_from)
+        env = turn.envelope.notes["chaos"] = _Envelope(id=msg_id)
         if msg_id is not None:
             env.n = self._envelopes_seen.get(msg_id, 0)
             self._envelopes_seen[msg_id] = env.n + 1
             if self.plan is not None:
                 env.fault = self.plan.fault_for(msg_id, env.n)
-        return env
+        return self._at_phase(turn)
 
-    async def _body(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        env: _Envelope,
-        peer: str,
-    ) -> None:
-        chunks: list[bytes] = []
-        while True:
-            chunk = await reader.readline()
-            if not chunk:
-                return  # hung up mid-body: not a whole message
-            if env.fault is not None and env.fault.phase == "body" and len(chunks) >= 1:
-                self._write(env, "fault", phase="body")
-                raise _Closed
-            if chunk == b".\r\n":
-                break
-            chunks.append(chunk[1:] if chunk.startswith(b".") else chunk)
-        data = b"".join(chunks)
+    def _at_phase(self, turn: Turn) -> Action | None:
+        """The normal reply, unless the envelope's fault strikes at this phase."""
+        env: _Envelope | None = turn.envelope.notes.get("chaos")
+        f = env.fault if env is not None else None
+        if env is None or f is None or f.phase != turn.phase:
+            return Quiet() if turn.phase == "body" else None
+        if f.action == "slow":
+            assert self.plan is not None and env.id is not None
+            return [Delay(self.plan.delay(env.id, env.n)), Default()]
+        self._write(env, "fault", phase=turn.phase)
+        return f.action  # a reply (421 closes), or "drop"
+
+    def _at_dot(self, turn: Turn) -> Action | None:
+        env: _Envelope = turn.envelope.notes.get("chaos") or _Envelope()
         f = env.fault if env.fault is not None and env.fault.phase == "dot" else None
+        assert turn.message is not None
+        data = turn.message.data
         reply = "250 2.0.0 queued"
         if self.strict and (_BARE_CR.search(data) or _has_bare_lf(data)):
             reply = "554 5.6.0 bare CR or bare LF in the message data"
         elif f is not None and f.action not in ("drop", "silent", "slow"):
             reply = f.action
-        receipt: dict[str, Any] = {
-            "peer": peer,
-            "from": env.mail_from,
-            "rcpts": env.rcpts,
-            "size": len(data),
-        }
-        if self.keep_data:
-            receipt["data"] = base64.b64encode(data).decode()
         if f is not None and f.action in ("drop", "silent"):
-            self._write(env, "receipt", ending="unacked", reply="", **receipt)
-            if f.action == "silent":
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(reader.read(), timeout=_SILENCE_CAP)
-            raise _Closed
+            return f.action  # recorded unacked; silent waits for the client to hang up
         if f is not None and f.action == "slow":
             assert self.plan is not None and env.id is not None
-            await asyncio.sleep(self.plan.delay(env.id, env.n))
-        ending = "accepted" if reply.startswith("2") else "refused"
-        self._write(env, "receipt", ending=ending, reply=reply, **receipt)
-        await self._say(writer, reply)
+            return [Delay(self.plan.delay(env.id, env.n)), reply]
+        return reply
+
+
+class SinkFactory(Protocol):
+    """The `recording_sink` fixture: starts a RecordingSink on 127.0.0.1:0, stopped at teardown."""
+
+    async def __call__(
+        self,
+        record: Path,
+        verp: Verp,
+        plan: FaultPlan | None = None,
+        *,
+        strict: bool = False,
+        keep_data: bool = False,
+    ) -> RecordingSink: ...
 
 
 def _has_bare_lf(data: bytes) -> bool:
     return data.count(b"\n") != data.count(b"\r\n")
-
-
-def _address(cmd: str) -> str:
-    """The address of `MAIL FROM:<a> ...` or `RCPT TO:<a> ...`."""
-    rest = cmd.split(":", 1)[1] if ":" in cmd else ""
-    rest = rest.strip()
-    if rest.startswith("<"):
-        return rest[1 : rest.find(">")] if ">" in rest else rest[1:]
-    return rest.split(" ", 1)[0]
 
 
 # -- as a process ------------------------------------------------------------------------

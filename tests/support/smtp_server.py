@@ -187,6 +187,11 @@ class Turn:
         """Whole messages this server received so far (at the dot: this one included)."""
         return len(self.server.received)
 
+    @property
+    def message(self) -> Message | None:
+        """At the dot: the message just received (its ending not yet decided)."""
+        return self.connection.messages[-1] if self.phase == "dot" else None
+
 
 Action: TypeAlias = "str | bytes | Step | Sequence[Action] | Callable[[Turn], Action | None]"
 

@@ -7,7 +7,6 @@ caught with duplicates.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import aiosmtplib
@@ -18,7 +17,7 @@ from queues.protocol import MessageState
 from tests.chaos.checker import Fate, check
 from tests.chaos.faults import BY_NAME, Fault, FaultPlan
 from tests.chaos.harness import ChaosOptions, run_chaos
-from tests.chaos.sink import RecordingSink, SinkEvent
+from tests.chaos.sink import SinkEvent, SinkFactory
 
 S = MessageState
 
@@ -118,26 +117,25 @@ async def _send(port: int, mail_from: str, body: bytes) -> str:
     ],
 )
 async def test_sink_records_how_each_message_ended(
-    tmp_path: Path, name: str | None, ending: str, client_sees: type[Exception] | None
+    tmp_path: Path,
+    recording_sink: SinkFactory,
+    name: str | None,
+    ending: str,
+    client_sees: type[Exception] | None,
 ) -> None:
     verp = Verp(b"k" * 32)
     faults = (BY_NAME[name],) if name else ()
-    sink = await RecordingSink(
-        tmp_path / "r.jsonl", verp, FaultPlan(1, rate=1.0, faults=faults)
-    ).start()
-    try:
-        sender = verp.address(verp.token("a" * 32), "p.example")
-        body = b"Subject: x\r\n\r\nhello\r\n"
-        if client_sees is None:
+    sink = await recording_sink(tmp_path / "r.jsonl", verp, FaultPlan(1, rate=1.0, faults=faults))
+    sender = verp.address(verp.token("a" * 32), "p.example")
+    body = b"Subject: x\r\n\r\nhello\r\n"
+    if client_sees is None:
+        await _send(sink.port, sender, body)
+    else:
+        with pytest.raises(client_sees):
             await _send(sink.port, sender, body)
-        else:
-            with pytest.raises(client_sees):
-                await _send(sink.port, sender, body)
-        await asyncio.sleep(0.05)
-        (ev,) = [e for e in sink.events() if e.ev == "receipt"]
-        assert (ev.id, ev.ending, ev.fault, ev.rcpts) == ("a" * 32, ending, name, ("r@x.example",))
-    finally:
-        await sink.stop()
+    events = await sink.wait_until(lambda evs: any(e.ev == "receipt" for e in evs))
+    (ev,) = [e for e in events if e.ev == "receipt"]
+    assert (ev.id, ev.ending, ev.fault, ev.rcpts) == ("a" * 32, ending, name, ("r@x.example",))
 
 
 @pytest.mark.slow

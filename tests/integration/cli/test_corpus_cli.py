@@ -21,7 +21,7 @@ import pytest
 from dispatcher.config import load_config
 from dispatcher.engine.runtime import make_queue
 from dispatcher.message.verp import Verp
-from tests.chaos.sink import RecordingSink
+from tests.chaos.sink import SinkFactory
 from tests.corpus import Case, check_rendered, load_corpus
 
 REPO = Path(__file__).resolve().parents[3]
@@ -103,73 +103,70 @@ async def _cli(*args: str, stdin: bytes = b"") -> tuple[int, str, str]:
 
 @pytest.mark.slow
 async def test_corpus_through_the_cli_and_a_strict_sink(
-    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, recording_sink: SinkFactory
 ) -> None:
     verp = Verp.from_file(tmp_path / "verp.key", "b")
-    sink = await RecordingSink(tmp_path / "sink.jsonl", verp, strict=True).start()
+    sink = await recording_sink(tmp_path / "sink.jsonl", verp, strict=True)
+    config = _config(tmp_path, tmp_path_factory.mktemp("keys"), sink.port)
+    numbered = list(enumerate(CASES, 1))
+    stdin = b"".join(_line(n, c) + b"\n" for n, c in numbered)
+
+    code, out, err = await _cli("enqueue", "--config", str(config), "-", stdin=stdin)
+
+    # Rejected: one `line N: FIELD: ...` per rejected case, naming the corpus's field
+    # with control characters escaped (a field may hold CR/LF: one error, one line).
+    printed: dict[int, str] = {}
+    for text in err.split("\n"):
+        assert "\r" not in text, text
+        m = _ERROR.match(text)
+        if m:
+            n = int(m.group(1))
+            assert n not in printed, text
+            printed[n] = m.group(2)
+    wrong = []
+    for n, case in numbered:
+        got = printed.get(n)
+        if case.expect == "accept" and got is not None:
+            wrong.append(f"{case.name}: accepted case printed {got!r}")
+        elif case.expect == "reject" and (
+            got is None or not got.startswith(f"{_printable(str(case.field))}: ")
+        ):
+            wrong.append(f"{case.name}: expected field {case.field!r}, printed {got!r}")
+        elif case.expect == "reject" and got is not None:
+            field = _printable(str(case.field))
+            if got.startswith(f"{field}: {field}: "):
+                wrong.append(f"{case.name}: the field is printed twice: {got!r}")
+    assert not wrong, "\n".join(wrong)
+    assert code == 1
+
+    # Accepted: one id per accepted case, in line order; nothing else stored.
+    accepted = [c for _, c in numbered if c.expect == "accept"]
+    ids = out.split()
+    assert len(ids) == len(accepted) == len(set(ids)), out
+    queue = make_queue(load_config(config))
+    await queue.open()
     try:
-        config = _config(tmp_path, tmp_path_factory.mktemp("keys"), sink.port)
-        numbered = list(enumerate(CASES, 1))
-        stdin = b"".join(_line(n, c) + b"\n" for n, c in numbered)
-
-        code, out, err = await _cli("enqueue", "--config", str(config), "-", stdin=stdin)
-
-        # Rejected: one `line N: FIELD: ...` per rejected case, naming the corpus's field
-        # with control characters escaped (a field may hold CR/LF: one error, one line).
-        printed: dict[int, str] = {}
-        for text in err.split("\n"):
-            assert "\r" not in text, text
-            m = _ERROR.match(text)
-            if m:
-                n = int(m.group(1))
-                assert n not in printed, text
-                printed[n] = m.group(2)
-        wrong = []
-        for n, case in numbered:
-            got = printed.get(n)
-            if case.expect == "accept" and got is not None:
-                wrong.append(f"{case.name}: accepted case printed {got!r}")
-            elif case.expect == "reject" and (
-                got is None or not got.startswith(f"{_printable(str(case.field))}: ")
-            ):
-                wrong.append(f"{case.name}: expected field {case.field!r}, printed {got!r}")
-            elif case.expect == "reject" and got is not None:
-                field = _printable(str(case.field))
-                if got.startswith(f"{field}: {field}: "):
-                    wrong.append(f"{case.name}: the field is printed twice: {got!r}")
-        assert not wrong, "\n".join(wrong)
-        assert code == 1
-
-        # Accepted: one id per accepted case, in line order; nothing else stored.
-        accepted = [c for _, c in numbered if c.expect == "accept"]
-        ids = out.split()
-        assert len(ids) == len(accepted) == len(set(ids)), out
-        queue = make_queue(load_config(config))
-        await queue.open()
-        try:
-            assert sum((await queue.counts()).by_state.values()) == len(accepted)
-        finally:
-            await queue.close()
-
-        code, _, err = await _cli("run", "--config", str(config), "--drain")
-        assert code == 0, err[-2000:]
-
-        receipts = [e for e in sink.events() if e.ev == "receipt"]
-        per_id = Counter(e.id for e in receipts)
-        assert not [i for i, n in per_id.items() if n > 1], "a case made a second message"
-        assert set(per_id) == set(ids), "a message reached the sink that was never enqueued"
-        by_id = {e.id: e for e in receipts}
-        for msg_id, case in zip(ids, accepted, strict=True):
-            rec = by_id[msg_id]
-            assert rec.ending == "accepted", (case.name, rec.reply)
-            assert rec.rcpts == (case.rcpt,), (case.name, rec.rcpts)
-            assert rec.data is not None
-            payload = json.loads(case.raw)
-            check_rendered(
-                rec.data,
-                rcpt=str(case.rcpt),
-                extra_headers=[*(payload.get("headers") or {}), "DKIM-Signature"],
-                smtputf8=case.smtputf8,
-            )
+        assert sum((await queue.counts()).by_state.values()) == len(accepted)
     finally:
-        await sink.stop()
+        await queue.close()
+
+    code, _, err = await _cli("run", "--config", str(config), "--drain")
+    assert code == 0, err[-2000:]
+
+    receipts = [e for e in sink.events() if e.ev == "receipt"]
+    per_id = Counter(e.id for e in receipts)
+    assert not [i for i, n in per_id.items() if n > 1], "a case made a second message"
+    assert set(per_id) == set(ids), "a message reached the sink that was never enqueued"
+    by_id = {e.id: e for e in receipts}
+    for msg_id, case in zip(ids, accepted, strict=True):
+        rec = by_id[msg_id]
+        assert rec.ending == "accepted", (case.name, rec.reply)
+        assert rec.rcpts == (case.rcpt,), (case.name, rec.rcpts)
+        assert rec.data is not None
+        payload = json.loads(case.raw)
+        check_rendered(
+            rec.data,
+            rcpt=str(case.rcpt),
+            extra_headers=[*(payload.get("headers") or {}), "DKIM-Signature"],
+            smtputf8=case.smtputf8,
+        )

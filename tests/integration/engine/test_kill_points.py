@@ -31,7 +31,8 @@ from dispatcher.engine.runtime import Runtime
 from dispatcher.message.verp import Verp
 from queues.protocol import MessageRecord, MessageState
 from tests.chaos.setup import payload, write_config
-from tests.chaos.sink import RecordingSink
+from tests.chaos.sink import SinkFactory
+from tests.support.engine import RuntimeFactory
 
 REPO = Path(__file__).resolve().parents[3]
 S = MessageState
@@ -96,6 +97,8 @@ async def test_kill_point(
     tmp_path: Path,
     key_dir: Path,
     backend: tuple[str, str],
+    recording_sink: SinkFactory,
+    open_runtime: RuntimeFactory,
     point: str,
     in_flight: MessageState,
     after_recovery: MessageState,
@@ -104,35 +107,29 @@ async def test_kill_point(
 ) -> None:
     kind, dsn = backend
     verp = Verp.from_file(tmp_path / "verp.key", "b")
-    sink = await RecordingSink(tmp_path / "sink.jsonl", verp).start()
+    sink = await recording_sink(tmp_path / "sink.jsonl", verp)
     path = write_config(tmp_path, sink_port=sink.port, backend=kind, dsn=dsn, key_dir=key_dir)
-    rt = await Runtime.open(load_config(path))
-    try:
-        (result,) = await rt.enqueue([payload(0, 0)])
-        msg_id = result.id
+    rt = await open_runtime(load_config(path))
+    (result,) = await rt.enqueue([payload(0, 0)])
+    msg_id = result.id
 
-        await _stop_worker_at(path, point)
+    await _stop_worker_at(path, point)
 
-        rec = await _one(rt, msg_id)
-        assert (rec.state, rec.attempts) == (in_flight, 0)
-        now = time.time()
-        if kind == "postgres":
-            now += rt.queue.lease_ttl + 1  # type: ignore[attr-defined]
-        report = await rt.queue.recover(now, {"transactional": "hold"})
-        assert report.workers >= 1
-        assert (report.requeued, report.ambiguous) == (
-            (1, 0) if after_recovery == S.QUEUED else (0, 1)
-        )
-        rec = await _one(rt, msg_id)
-        # A requeued message never had an attempt; an ambiguous one had exactly one.
-        assert (rec.state, rec.attempts) == (after_recovery, 0 if after_recovery == S.QUEUED else 1)
+    rec = await _one(rt, msg_id)
+    assert (rec.state, rec.attempts) == (in_flight, 0)
+    now = time.time()
+    if kind == "postgres":
+        now += rt.queue.lease_ttl + 1  # type: ignore[attr-defined]
+    report = await rt.queue.recover(now, {"transactional": "hold"})
+    assert report.workers >= 1
+    assert (report.requeued, report.ambiguous) == ((1, 0) if after_recovery == S.QUEUED else (0, 1))
+    rec = await _one(rt, msg_id)
+    # A requeued message never had an attempt; an ambiguous one had exactly one.
+    assert (rec.state, rec.attempts) == (after_recovery, 0 if after_recovery == S.QUEUED else 1)
 
-        await asyncio.wait_for(rt.run(drain=True), timeout=60)
+    await asyncio.wait_for(rt.run(drain=True), timeout=60)
 
-        rec = await _one(rt, msg_id)
-        assert (rec.state, rec.attempts) == (final, 1)
-        receipts = [e for e in sink.events() if e.ev == "receipt"]
-        assert [(e.id, e.ending) for e in receipts] == [(msg_id, "accepted")] * at_sink
-    finally:
-        await rt.close()
-        await sink.stop()
+    rec = await _one(rt, msg_id)
+    assert (rec.state, rec.attempts) == (final, 1)
+    receipts = [e for e in sink.events() if e.ev == "receipt"]
+    assert [(e.id, e.ending) for e in receipts] == [(msg_id, "accepted")] * at_sink

@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 
 from dispatcher.config import load_config
-from dispatcher.engine.runtime import Runtime
 from dispatcher.message.verp import Verp
 from queues.protocol import Event, MessageState, Queue
 from tests.chaos.faults import FaultPlan
 from tests.chaos.setup import payload, write_config
-from tests.chaos.sink import RecordingSink
+from tests.chaos.sink import SinkFactory
+from tests.support.engine import RuntimeFactory
 
 REPO = Path(__file__).resolve().parents[3]
 S = MessageState
@@ -95,36 +95,35 @@ async def _run_and_kill(config: Path, queue: Queue, after_outcomes: int) -> int:
 
 @pytest.mark.slow
 async def test_sigkill_never_leaves_an_outcome_without_its_event(
-    tmp_path: Path, backend: tuple[str, str]
+    tmp_path: Path,
+    backend: tuple[str, str],
+    recording_sink: SinkFactory,
+    open_runtime: RuntimeFactory,
 ) -> None:
     kind, dsn = backend
     rng = random.Random(13)
     verp = Verp.from_file(tmp_path / "verp.key", "b")
-    sink = await RecordingSink(tmp_path / "sink.jsonl", verp, FaultPlan(seed=13, rate=0.4)).start()
+    sink = await recording_sink(tmp_path / "sink.jsonl", verp, FaultPlan(seed=13, rate=0.4))
     path = write_config(tmp_path, sink_port=sink.port, backend=kind, dsn=dsn)
-    rt = await Runtime.open(load_config(path))
+    rt = await open_runtime(load_config(path))
     n = 600
-    try:
-        results = await rt.enqueue([payload(13, i) for i in range(n)])
-        ids = [r.id for r in results]
-        for round_ in range(3):
-            done = await _run_and_kill(path, rt.queue, rng.randrange(50, 150) * (round_ + 1))
-            assert done < n  # killed mid-run
-            await check_latest_event_is_the_state(rt.queue, ids)
-            lease_ttl = float(getattr(rt.queue, "lease_ttl", 0.0))
-            # PostgreSQL: the killed worker's lease must have expired; SQLite: its lock died.
-            await rt.queue.recover(time.time() + lease_ttl + 1, None)
-            assert await check_latest_event_is_the_state(rt.queue, ids) > 0
+    results = await rt.enqueue([payload(13, i) for i in range(n)])
+    ids = [r.id for r in results]
+    for round_ in range(3):
+        done = await _run_and_kill(path, rt.queue, rng.randrange(50, 150) * (round_ + 1))
+        assert done < n  # killed mid-run
+        await check_latest_event_is_the_state(rt.queue, ids)
+        lease_ttl = float(getattr(rt.queue, "lease_ttl", 0.0))
+        # PostgreSQL: the killed worker's lease must have expired; SQLite: its lock died.
+        await rt.queue.recover(time.time() + lease_ttl + 1, None)
+        assert await check_latest_event_is_the_state(rt.queue, ids) > 0
 
-        await asyncio.wait_for(rt.run(drain=True), timeout=120)
+    await asyncio.wait_for(rt.run(drain=True), timeout=120)
 
-        events = await message_events(rt.queue)
-        for rec in await rt.queue.get(ids):
-            got = events.get(rec.id, [])
-            expired = [e for e in got if e.data.get("reason") == "expired"]
-            assert len(got) == rec.attempts + len(expired), (rec, got)
-            assert rec.state in FROM_OUTCOME  # deferred: its retry was not yet due
-            assert got[-1].kind == f"message.{rec.state.value}"
-    finally:
-        await rt.close()
-        await sink.stop()
+    events = await message_events(rt.queue)
+    for rec in await rt.queue.get(ids):
+        got = events.get(rec.id, [])
+        expired = [e for e in got if e.data.get("reason") == "expired"]
+        assert len(got) == rec.attempts + len(expired), (rec, got)
+        assert rec.state in FROM_OUTCOME  # deferred: its retry was not yet due
+        assert got[-1].kind == f"message.{rec.state.value}"
