@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher.config import accounts as accounts_section
+from dispatcher.config import automation as automation_section
 from dispatcher.config import categories as categories_section
 from dispatcher.config import dispatch as dispatch_section
 from dispatcher.config import dkim as dkim_section
@@ -33,6 +34,7 @@ from dispatcher.config.streams import StreamConfig
 from dispatcher.config.table import Section, Table, field_default
 from dispatcher.config.values import Route
 from dispatcher.config.verp import VerpConfig
+from ip_pools.automation import AutomationRule
 from ip_pools.categories import CategoryTable
 from ip_pools.model import PoolSpec
 
@@ -59,6 +61,8 @@ class Config:
     source: Path | None = None
     # Reply categories: [[categories]] overrides first, then the defaults.
     categories: CategoryTable = field(default_factory=CategoryTable)
+    # [[automation]]: reply -> slow or pause one (IP, provider), first match wins.
+    automation: tuple[AutomationRule, ...] = ()
 
     def account(self, name: str) -> AccountConfig | None:
         for a in self.accounts:
@@ -103,6 +107,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
     streams = streams_section.parse_streams(top.table(streams_section.SECTION))
     routes = routes_section.parse_routes(top.table(routes_section.SECTION))
     categories = categories_section.parse_categories(top)
+    automation = automation_section.parse_automation(top)
     metrics = metrics_section.parse_metrics(top.table(metrics_section.SECTION))
     log = log_section.parse_log(top.table(log_section.SECTION))
     top.done()
@@ -123,4 +128,5 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
         state_dir=ctx.state_dir,
         source=source,
         categories=categories,
+        automation=automation,
     )

@@ -57,9 +57,7 @@ class LinkStats:
 class RedisLink:
     """Pipelined EVALSHA and commands over one redis-py asyncio client."""
 
-    def __init__(
-        self, url: str, *, timeout: float = 1.0, keep_latencies: bool = False
-    ) -> None:
+    def __init__(self, url: str, *, timeout: float = 1.0, keep_latencies: bool = False) -> None:
         # No client-side retries: a failure must be seen at once (the caller waits, not us).
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
             url,
@@ -160,7 +158,8 @@ class RedisLink:
         try:
             results = await self._pipeline(live)
             retry = [
-                (i, c) for i, (c, r) in enumerate(zip(live, results, strict=True))
+                (i, c)
+                for i, (c, r) in enumerate(zip(live, results, strict=True))
                 if isinstance(r, NoScriptError)
             ]
             if retry:
