@@ -132,6 +132,8 @@ class NewMessage:
     due_at: float = 0.0
     expires_at: float | None = None
     smtputf8: bool = False
+    # The caller's own data (a JSON object as text), kept and shown with the message.
+    metadata: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +257,61 @@ class MessageRecord:
     platform_domain: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class MessageView:
+    """One message as reported to its account (API, status): state, times, last reply."""
+
+    id: str
+    account: str
+    idempotency_key: str
+    state: MessageState
+    attempts: int
+    rcpt: str
+    stream: str
+    campaign: str | None
+    metadata: str | None  # JSON text as enqueued
+    enqueued_at: float
+    updated_at: float
+    due_at: float | None  # while waiting (queued, deferred)
+    expires_at: float | None
+    last_reply_code: int | None
+    last_reply_text: str | None
+    source_ip: str | None
+    platform_domain: str | None
+    mx_host: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One delivery attempt of a message, as the store recorded it."""
+
+    at: float
+    state: MessageState
+    source_ip: str | None
+    platform_domain: str | None
+    mx_host: str | None
+    tls: bool | None
+    reply_code: int | None
+    reply_text: str | None
+    category: str | None
+
+
+def last_attempt(view: MessageView) -> AttemptRecord:
+    """The one attempt a message row tells of: its last reply and route (no time of its
+    own: the row's last update; no TLS flag, no category)."""
+    return AttemptRecord(
+        at=view.updated_at,
+        state=view.state if view.state in TERMINAL_STATES else MessageState.DEFERRED,
+        source_ip=view.source_ip,
+        platform_domain=view.platform_domain,
+        mx_host=view.mx_host,
+        tls=None,
+        reply_code=view.last_reply_code,
+        reply_text=view.last_reply_text,
+        category=None,
+    )
+
+
 @runtime_checkable
 class Queue(Protocol):
     """What every backend provides. All methods are coroutines; none blocks the loop."""
@@ -271,6 +328,13 @@ class Queue(Protocol):
         Same key and payload_hash returns the original id with created=False; a different
         payload raises IdempotencyConflict for that message and stores none of the batch.
         """
+
+    async def enqueue_each(
+        self, messages: Sequence[NewMessage]
+    ) -> list[EnqueueResult | IdempotencyConflict]:
+        """Like enqueue_many in one transaction, but a message whose key conflicts (with a
+        stored key or an earlier message of the batch) gets its IdempotencyConflict as its
+        result and the others are stored."""
 
     async def register_worker(self) -> Lease:
         """Register this worker and return its lease (a fresh, larger epoch)."""
@@ -388,3 +452,23 @@ class Queue(Protocol):
 
     async def revoke_api_key(self, account_id: str, key_id: str) -> bool:
         """Revoke one key of the account; False when it has no such active key."""
+
+    # -- reports to an account --------------------------------------------------------------
+
+    async def describe(self, ids: Sequence[str]) -> list[MessageView]:
+        """Views of the given ids, live or finished, in the order asked (missing left out)."""
+
+    async def list_messages(
+        self,
+        account: str,
+        *,
+        campaign: str | None = None,
+        state: MessageState | None = None,
+        before: str | None = None,
+        limit: int = 100,
+    ) -> list[MessageView]:
+        """The account's messages, newest first (ids are time-ordered), with ids below
+        `before` (the cursor: the last id of the previous page)."""
+
+    async def attempts(self, ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
+        """Attempts per message id, oldest first (ids without attempts map to [])."""

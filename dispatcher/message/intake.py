@@ -616,9 +616,15 @@ class MessageFactory:
             pools=frozenset(p.name for p in config.pools),
         )
 
-    def build(self, payload: Mapping[str, object], *, now: float) -> NewMessage:
+    def build(
+        self,
+        payload: Mapping[str, object],
+        *,
+        now: float,
+        account: AccountConfig | None = None,
+    ) -> NewMessage:
         """Validate `payload` and render it; raises MessageError naming the field."""
-        f = self._validate(payload, now)
+        f = self._validate(payload, now, account)
         message_id = new_message_id(now)
         mid = f"<{message_id}@{self.message_id_domain or f.sender.domain}>"
         smtputf8 = not all(
@@ -647,15 +653,20 @@ class MessageFactory:
             due_at=f.due_at,
             expires_at=f.expires_at,
             smtputf8=smtputf8,
+            metadata=_metadata_text(payload.get("metadata")),
         )
 
-    def _validate(self, payload: Mapping[str, object], now: float) -> _Fields:
+    def _validate(
+        self, payload: Mapping[str, object], now: float, account: AccountConfig | None = None
+    ) -> _Fields:
         if not isinstance(payload, Mapping):
             raise MessageError("payload", "invalid", "expected a JSON object")
         unknown = [k for k in payload if k not in FIELDS]
         if unknown:
             raise MessageError(sorted(map(str, unknown))[0], "unknown_field", "unknown field")
-        account = self._account(payload)
+        # The API passes the account its key belongs to (from the store); the CLI and the
+        # Python API name a configured one in the payload.
+        account = account or self._account(payload)
         idempotency_key = _idempotency_key(payload)
         sender = _sender_mailbox(_required(payload, "from"), "from")
         if sender.domain not in account.author_domains:
@@ -869,6 +880,13 @@ def _campaign(payload: Mapping[str, object]) -> str | None:
     if len(campaign) > 200:
         raise MessageError("campaign", "too_long", "longer than 200 characters")
     return campaign
+
+
+def _metadata_text(value: object) -> str | None:
+    """The metadata as stored (compact JSON), None when absent or empty."""
+    if not value:
+        return None
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _metadata(value: object) -> None:

@@ -37,26 +37,30 @@ from queues.accounts import Account, AccountSeed, AccountStatus, ApiKey, KeyScop
 from queues.postgres.accounts import Accounts
 from queues.postgres.batches import event_params, outcome_params
 from queues.postgres.connection import Database
-from queues.postgres.enqueue import enqueue_many
+from queues.postgres.enqueue import enqueue_each, enqueue_many
 from queues.postgres.errors import QueueTimeout, QueueUnavailable
 from queues.postgres.heartbeat import HeartbeatConnection
 from queues.postgres.listener import WorkListener
 from queues.postgres.migrate import applied_versions, check_applied
-from queues.postgres.sql import QUERIES
+from queues.postgres.sql import QUERIES, REPORT_QUERIES
 from queues.protocol import (
     DEFAULT_LEASE_TTL,
+    AttemptRecord,
     ClaimedMessage,
     EnqueueResult,
     Event,
+    IdempotencyConflict,
     InvalidQueueInput,
     Lease,
     LeaseLost,
     MessageRecord,
     MessageState,
+    MessageView,
     NewMessage,
     OutcomeRecord,
     RecoveryReport,
     StatusCounts,
+    last_attempt,
 )
 
 # Rows per statement: big enough that a broadcast takes few round trips, small enough that
@@ -163,7 +167,14 @@ class PostgresQueue:
 
     async def enqueue_many(self, messages: Sequence[NewMessage]) -> list[EnqueueResult]:
         """Store a batch in one transaction; see the Queue protocol and enqueue.py."""
-        return await enqueue_many(self._db, messages)
+        results = await enqueue_many(self._db, messages)
+        return results  # type: ignore[return-value]  # no conflicts without `report`
+
+    async def enqueue_each(
+        self, messages: Sequence[NewMessage]
+    ) -> list[EnqueueResult | IdempotencyConflict]:
+        """One transaction; conflicting messages get their conflict as result."""
+        return await enqueue_each(self._db, messages)
 
     # -- leases ------------------------------------------------------------------------
 
@@ -411,6 +422,42 @@ class PostgresQueue:
             if n < _PRUNE_BATCH:
                 return total
 
+    async def describe(self, ids: Sequence[str]) -> list[MessageView]:
+        """Views of `ids`, live or finished, in the order asked."""
+        if not ids:
+            return []
+        rows = await self._db.fetch(REPORT_QUERIES["describe"], list(ids))
+        found = {r["id"]: _view(r) for r in rows}
+        return [found[i] for i in dict.fromkeys(ids) if i in found]
+
+    async def list_messages(
+        self,
+        account: str,
+        *,
+        campaign: str | None = None,
+        state: MessageState | None = None,
+        before: str | None = None,
+        limit: int = 100,
+    ) -> list[MessageView]:
+        """A page of the account's messages, newest first."""
+        rows = await self._db.fetch(
+            REPORT_QUERIES["list_messages"],
+            account,
+            campaign,
+            None if state is None else MessageState(state).value,
+            before or "\U0010ffff",
+            max(0, min(limit, 1000)),
+        )
+        return [_view(r) for r in rows]
+
+    async def attempts(self, ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
+        """Attempts per id: the last one (reply and route) until the attempt log exists."""
+        out: dict[str, list[AttemptRecord]] = {i: [] for i in ids}
+        for v in await self.describe(ids):
+            if v.attempts and (v.last_reply_code is not None or v.last_reply_text is not None):
+                out[v.id].append(last_attempt(v))
+        return out
+
     async def ping(self) -> None:
         """One trivial statement through the pool."""
         await self._db.fetchval("SELECT 1")
@@ -462,3 +509,27 @@ class PostgresQueue:
 
     async def revoke_api_key(self, account_id: str, key_id: str) -> bool:
         return await self._accounts.revoke(account_id, key_id)
+
+
+def _view(r: asyncpg.Record) -> MessageView:
+    state = MessageState(r["state"])
+    return MessageView(
+        id=r["id"],
+        account=r["account"],
+        idempotency_key=r["idempotency_key"],
+        state=state,
+        attempts=r["attempts"],
+        rcpt=r["rcpt"],
+        stream=r["stream"],
+        campaign=r["campaign"],
+        metadata=r["metadata"],
+        enqueued_at=r["enqueued_at"],
+        updated_at=r["updated_at"],
+        due_at=r["due_at"] if state in (MessageState.QUEUED, MessageState.DEFERRED) else None,
+        expires_at=r["expires_at"],
+        last_reply_code=r["last_reply_code"],
+        last_reply_text=r["last_reply_text"],
+        source_ip=r["source_ip"],
+        platform_domain=r["platform_domain"],
+        mx_host=r["mx_host"],
+    )

@@ -36,7 +36,7 @@ _REQUIRED_TEXT = (
     "message_id",
     "stream",
 )
-_OPTIONAL_TEXT = ("campaign", "pool")
+_OPTIONAL_TEXT = ("campaign", "pool", "metadata")
 _WAITING = frozenset({MessageState.QUEUED, MessageState.DEFERRED})
 
 
@@ -158,6 +158,8 @@ CONTENT_COLUMNS = (
     "smtputf8",
     "enqueued_at",
     "body",
+    "campaign",
+    "metadata",
 )
 
 
@@ -201,6 +203,8 @@ def content_records(messages: Sequence[NewMessage], now: float) -> list[tuple[An
             m.smtputf8,
             now,
             m.body if type(m.body) is bytes else bytes(m.body),
+            m.campaign,
+            m.metadata,
         )
         for m in messages
     ]

@@ -42,8 +42,32 @@ CHUNK_BYTES = 64 * 1024 * 1024
 OPTIMISTIC_MIN = 1000
 
 
-async def enqueue_many(db: Database, messages: Sequence[NewMessage]) -> list[EnqueueResult]:
-    """Store `messages` atomically (see the Queue protocol); results in input order."""
+async def enqueue_each(
+    db: Database, messages: Sequence[NewMessage]
+) -> list[EnqueueResult | IdempotencyConflict]:
+    """Like enqueue_many, but a conflicting message gets its conflict as its result and
+    the others are stored (one transaction)."""
+    first: dict[tuple[str, str], NewMessage] = {}
+    results: list[EnqueueResult | IdempotencyConflict | None] = []
+    rest: list[NewMessage] = []
+    for m in messages:
+        earlier = first.setdefault((m.account, m.idempotency_key), m)
+        if earlier.payload_hash != m.payload_hash:
+            results.append(IdempotencyConflict(m.account, m.idempotency_key, earlier.id))
+        else:
+            results.append(None)
+            rest.append(m)
+    stored = iter(await enqueue_many(db, rest, report=True))
+    return [next(stored) if r is None else r for r in results]
+
+
+async def enqueue_many(
+    db: Database, messages: Sequence[NewMessage], *, report: bool = False
+) -> list[EnqueueResult | IdempotencyConflict]:
+    """Store `messages` atomically (see the Queue protocol); results in input order.
+
+    With `report`, a message whose key is stored with another payload gets its
+    IdempotencyConflict as its result instead of rolling back the batch."""
     unique, repeats = dedupe_messages(messages)
     if not unique:
         return []
@@ -55,18 +79,28 @@ async def enqueue_many(db: Database, messages: Sequence[NewMessage]) -> list[Enq
         created = await _optimistic(db, ordered, now)
         if created is not None:
             await _refresh_statistics(db, len(created))
+    conflicts: dict[tuple[str, str], IdempotencyConflict] = {}
     if created is None:
-        created, existing = await _checked(db, ordered, now)
-    results: list[EnqueueResult] = []
-    by_position: dict[int, EnqueueResult] = {}
+        created, existing, conflicts = await _checked(db, ordered, now, report)
+    results: list[EnqueueResult | IdempotencyConflict] = []
+    by_position: dict[int, EnqueueResult | IdempotencyConflict] = {}
     k = 0
     for i in range(len(messages)):
+        result: EnqueueResult | IdempotencyConflict
         if i in repeats:
-            result = EnqueueResult(by_position[repeats[i]].id, False)
+            earlier = by_position[repeats[i]]
+            result = (
+                earlier
+                if isinstance(earlier, IdempotencyConflict)
+                else EnqueueResult(earlier.id, False)
+            )
         else:
             m = unique[k]
             k += 1
-            if m.id in created:
+            key = (m.account, m.idempotency_key)
+            if key in conflicts:
+                result = conflicts[key]
+            elif m.id in created:
                 result = EnqueueResult(m.id, True)
             else:
                 result = EnqueueResult(existing[(m.account, m.idempotency_key)], False)
@@ -104,12 +138,17 @@ async def _optimistic(db: Database, ordered: Sequence[NewMessage], now: float) -
     return {m.id for m in ordered}
 
 
+_Conflicts = dict[tuple[str, str], IdempotencyConflict]
+
+
 async def _checked(
-    db: Database, ordered: Sequence[NewMessage], now: float
-) -> tuple[set[str], dict[tuple[str, str], str]]:
-    """Insert new keys only; returns (created ids, ids of keys stored earlier)."""
+    db: Database, ordered: Sequence[NewMessage], now: float, report: bool
+) -> tuple[set[str], dict[tuple[str, str], str], _Conflicts]:
+    """Insert new keys only; returns (created ids, ids of keys stored earlier, conflicts
+    when `report`)."""
     created: set[str] = set()
     existing: dict[tuple[str, str], str] = {}
+    conflicts: _Conflicts = {}
     try:
         async with db.connection() as conn, conn.transaction():
             for part in chunks(ordered, CHUNK_ROWS, CHUNK_BYTES):
@@ -122,19 +161,20 @@ async def _checked(
                     await _copy_messages(conn, new, now)
             others = [m for m in ordered if m.id not in created]
             if others:
-                existing = await _existing_keys(conn, others)
+                existing, conflicts = await _existing_keys(conn, others, report)
     except asyncpg.UniqueViolationError as e:
         # Keys conflict through ON CONFLICT, so only a message id can collide here.
         raise InvalidQueueInput(
             "messages.id", "an id of this batch is already used by another message"
         ) from e
-    return created, existing
+    return created, existing, conflicts
 
 
 async def _existing_keys(
-    conn: Connection, others: Sequence[NewMessage]
-) -> dict[tuple[str, str], str]:
-    """Ids of keys stored earlier; IdempotencyConflict (rolls back) on another payload."""
+    conn: Connection, others: Sequence[NewMessage], report: bool
+) -> tuple[dict[tuple[str, str], str], _Conflicts]:
+    """Ids of keys stored earlier; IdempotencyConflict (rolls back) on another payload,
+    or with `report` the conflicts by key."""
     rows = await conn.fetch(
         QUERIES["idempotency_lookup"],
         [m.account for m in others],
@@ -142,12 +182,17 @@ async def _existing_keys(
     )
     found = {(r["account"], r["idempotency_key"]): r for r in rows}
     result: dict[tuple[str, str], str] = {}
+    conflicts: _Conflicts = {}
     for m in others:
         key = (m.account, m.idempotency_key)
         r = found.get(key)
         if r is None:  # cannot happen: the key conflicted, so a committed row exists
             raise RuntimeError(f"idempotency key of message {m.id} vanished during enqueue")
         if r["payload_hash"] != m.payload_hash:
-            raise IdempotencyConflict(m.account, m.idempotency_key, r["message_id"])
+            conflict = IdempotencyConflict(m.account, m.idempotency_key, r["message_id"])
+            if not report:
+                raise conflict
+            conflicts[key] = conflict
+            continue
         result[key] = r["message_id"]
-    return result
+    return result, conflicts

@@ -25,19 +25,23 @@ from queues.accounts import (
 )
 from queues.protocol import (
     DEFAULT_LEASE_TTL,
+    AttemptRecord,
     ClaimedMessage,
     EnqueueResult,
     Event,
+    IdempotencyConflict,
     InvalidQueueInput,
     Lease,
     MessageRecord,
+    MessageState,
+    MessageView,
     NewMessage,
     OutcomeRecord,
     QueueError,
     RecoveryReport,
     StatusCounts,
 )
-from queues.sqlite import accounts, delivery, leases, status
+from queues.sqlite import accounts, delivery, leases, reports, status
 from queues.sqlite import events as events_module
 from queues.sqlite.connection import SqliteConnection, transaction
 from queues.sqlite.enqueue import enqueue_batch
@@ -114,7 +118,19 @@ class SqliteQueue:
         if not messages:
             return []
         batch = list(messages)  # the caller's list may change while the thread works
-        return await self._db.write(partial(enqueue_batch, messages=batch, now=time.time()))
+        results = await self._db.write(partial(enqueue_batch, messages=batch, now=time.time()))
+        return results  # type: ignore[return-value]  # no conflicts without `report`
+
+    async def enqueue_each(
+        self, messages: Sequence[NewMessage]
+    ) -> list[EnqueueResult | IdempotencyConflict]:
+        """One transaction; conflicting messages get their conflict as result."""
+        if not messages:
+            return []
+        batch = list(messages)
+        return await self._db.write(
+            partial(enqueue_batch, messages=batch, now=time.time(), report=True)
+        )
 
     async def register_worker(self) -> Lease:
         """Lock a fresh lock file, then register under the next epoch."""
@@ -245,6 +261,35 @@ class SqliteQueue:
         return await self._db.write(
             partial(status.cancel, account=account, campaign=campaign, now=time.time())
         )
+
+    async def describe(self, ids: Sequence[str]) -> list[MessageView]:
+        """Views of the given ids, in the order asked."""
+        return await self._db.run(partial(reports.describe, ids=list(ids)))
+
+    async def list_messages(
+        self,
+        account: str,
+        *,
+        campaign: str | None = None,
+        state: MessageState | None = None,
+        before: str | None = None,
+        limit: int = 100,
+    ) -> list[MessageView]:
+        """A page of the account's messages, newest first."""
+        return await self._db.run(
+            partial(
+                reports.listing,
+                account=account,
+                campaign=campaign,
+                state=None if state is None else MessageState(state),
+                before=before,
+                limit=max(0, min(limit, 1000)),
+            )
+        )
+
+    async def attempts(self, ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
+        """Attempts per id (the last one until the attempt log exists)."""
+        return await self._db.run(partial(reports.attempts, ids=list(ids)))
 
     async def ping(self) -> None:
         """One trivial statement on the connection thread."""

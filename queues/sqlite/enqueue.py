@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from queues.protocol import EnqueueResult, IdempotencyConflict, InvalidQueueInput, NewMessage
-from queues.sqlite.sql import Q
+from queues.sqlite.sql import Q, R
 
 _Key = tuple[str, str]
 
@@ -25,30 +25,40 @@ def _check(message: NewMessage) -> None:
 
 
 def enqueue_batch(
-    conn: sqlite3.Connection, messages: Sequence[NewMessage], now: float
-) -> list[EnqueueResult]:
+    conn: sqlite3.Connection, messages: Sequence[NewMessage], now: float, report: bool = False
+) -> list[EnqueueResult | IdempotencyConflict]:
     """Store the new messages of one batch; call inside a write transaction.
 
-    Raises (so the caller rolls back the whole batch) on the first idempotency conflict,
-    whether with a stored key or with an earlier message of the same batch.
+    An idempotency conflict (with a stored key or an earlier message of the same batch)
+    raises, so the caller rolls back the whole batch; with `report`, it becomes that
+    message's result instead and the others are stored.
     """
     first: dict[_Key, NewMessage] = {}
-    for message in messages:
+    conflicts: dict[int, IdempotencyConflict] = {}
+    for i, message in enumerate(messages):
         _check(message)
         key = (message.account, message.idempotency_key)
         earlier = first.setdefault(key, message)
         if earlier.payload_hash != message.payload_hash:
-            raise IdempotencyConflict(message.account, message.idempotency_key, earlier.id)
+            conflict = IdempotencyConflict(message.account, message.idempotency_key, earlier.id)
+            if not report:
+                raise conflict
+            conflicts[i] = conflict
 
     stored: dict[_Key, str] = {}
+    refused: dict[_Key, IdempotencyConflict] = {}
     for account, idem_key, payload_hash, message_id in conn.execute(
         Q.find_keys, (json.dumps(list(first)),)
     ):
         if first[(account, idem_key)].payload_hash != payload_hash:
-            raise IdempotencyConflict(account, idem_key, message_id)
+            conflict = IdempotencyConflict(account, idem_key, message_id)
+            if not report:
+                raise conflict
+            refused[(account, idem_key)] = conflict
+            continue
         stored[(account, idem_key)] = message_id
 
-    fresh = [m for key, m in first.items() if key not in stored]
+    fresh = [m for key, m in first.items() if key not in stored and key not in refused]
     conn.executemany(
         Q.insert_key,
         [(m.account, m.idempotency_key, m.payload_hash, m.id, now) for m in fresh],
@@ -89,12 +99,23 @@ def enqueue_batch(
         raise _constraint_error(conn, fresh, exc) from None
     conn.execute("RELEASE insert_messages")
     conn.executemany(Q.insert_body, [(seq, m.body) for seq, m in enumerate(fresh, start=last + 1)])
+    conn.executemany(
+        R.insert_metadata,
+        [
+            (seq, m.metadata)
+            for seq, m in enumerate(fresh, start=last + 1)
+            if m.metadata is not None
+        ],
+    )
 
-    results: list[EnqueueResult] = []
-    for message in messages:
+    results: list[EnqueueResult | IdempotencyConflict] = []
+    for i, message in enumerate(messages):
         key = (message.account, message.idempotency_key)
         existing = stored.get(key)
-        if existing is not None:
+        refusal = conflicts.get(i) or refused.get(key)
+        if refusal is not None:
+            results.append(refusal)
+        elif existing is not None:
             results.append(EnqueueResult(existing, created=False))
         else:
             owner = first[key]

@@ -124,3 +124,20 @@ CREATE TABLE IF NOT EXISTS events (
 );
 
 CREATE INDEX IF NOT EXISTS events_at ON events (at);
+
+-- The caller's metadata (JSON text), beside its message like the body: most messages have
+-- none, and a state change never rewrites it.
+CREATE TABLE IF NOT EXISTS message_metadata (
+    seq      INTEGER PRIMARY KEY,
+    metadata TEXT NOT NULL
+);
+
+CREATE TRIGGER IF NOT EXISTS messages_drop_metadata AFTER DELETE ON messages
+BEGIN
+    DELETE FROM message_metadata WHERE seq = old.seq;
+END;
+
+-- An account's messages newest first, all or of one campaign (the API's listing).
+CREATE INDEX IF NOT EXISTS messages_account ON messages (account, id);
+CREATE INDEX IF NOT EXISTS messages_account_campaign ON messages (account, campaign, id)
+    WHERE campaign IS NOT NULL;

@@ -29,3 +29,13 @@ CREATE TABLE md_api_key (
 );
 
 CREATE INDEX md_api_key_account ON md_api_key (account_id, created_at);
+
+-- What an account is told about its messages (the API): md_content, written once per
+-- message, also keeps the campaign and the caller's metadata (JSON text), and is indexed
+-- for an account's listing, newest first, all or of one campaign. Indexes on a write-once
+-- table cost only at enqueue; the hot md_message rows stay as narrow as before.
+ALTER TABLE md_content ADD COLUMN campaign text;
+ALTER TABLE md_content ADD COLUMN metadata text;
+CREATE INDEX md_content_account ON md_content (account, id);
+CREATE INDEX md_content_account_campaign ON md_content (account, campaign, id)
+    WHERE campaign IS NOT NULL;
