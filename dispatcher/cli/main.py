@@ -433,6 +433,13 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from dispatcher.api.server import serve
+
+    serve(_load(args.config), args.listen)
+    return 0
+
+
 def cmd_accounts(args: argparse.Namespace) -> int:
     from dispatcher.cli.accounts import run
 
@@ -528,6 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
     m = dbsub.add_parser("migrate", help="apply schema migrations")
     m.add_argument("--config")
     m.set_defaults(func=cmd_db)
+
+    a = sub.add_parser("api", help="serve the HTTP API (see docs/api.md)")
+    a.add_argument("--config")
+    a.add_argument("--listen", help="HOST:PORT (default: [api] listen)")
+    a.set_defaults(func=cmd_api)
 
     from dispatcher.cli.accounts import add_parser as add_accounts
 

@@ -12,6 +12,7 @@ the dispatcher, opens a socket or reads a key file.
 from __future__ import annotations
 
 from dispatcher.config.accounts import AccountConfig
+from dispatcher.config.api import ApiConfig
 from dispatcher.config.dispatch import DispatchConfig
 from dispatcher.config.dkim import Canonicalization, DkimConfig, DkimKeyConfig, KeyType
 from dispatcher.config.document import Config, load_config, parse_config
@@ -27,6 +28,7 @@ from dispatcher.config.verp import VerpConfig
 __all__ = [
     "STREAM_DEFAULTS",
     "AccountConfig",
+    "ApiConfig",
     "Ambiguous",
     "Backend",
     "Canonicalization",

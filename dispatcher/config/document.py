@@ -10,6 +10,7 @@ from typing import Any
 
 from dispatcher.config import accounts as accounts_section
 from dispatcher.config import automation as automation_section
+from dispatcher.config import api as api_section
 from dispatcher.config import categories as categories_section
 from dispatcher.config import dispatch as dispatch_section
 from dispatcher.config import dkim as dkim_section
@@ -22,6 +23,7 @@ from dispatcher.config import smtp as smtp_section
 from dispatcher.config import streams as streams_section
 from dispatcher.config import verp as verp_section
 from dispatcher.config.accounts import AccountConfig
+from dispatcher.config.api import ApiConfig
 from dispatcher.config.context import DEFAULT_STATE_DIR, ParseContext
 from dispatcher.config.dispatch import DispatchConfig
 from dispatcher.config.dkim import DkimConfig
@@ -63,6 +65,7 @@ class Config:
     categories: CategoryTable = field(default_factory=CategoryTable)
     # [[automation]]: reply -> slow or pause one (IP, provider), first match wins.
     automation: tuple[AutomationRule, ...] = ()
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     def account(self, name: str) -> AccountConfig | None:
         for a in self.accounts:
@@ -110,6 +113,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
     automation = automation_section.parse_automation(top)
     metrics = metrics_section.parse_metrics(top.table(metrics_section.SECTION))
     log = log_section.parse_log(top.table(log_section.SECTION))
+    api = api_section.parse_api(top.table(api_section.SECTION))
     top.done()
 
     return Config(
@@ -129,4 +133,5 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
         source=source,
         categories=categories,
         automation=automation,
+        api=api,
     )

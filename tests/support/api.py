@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,53 @@ domain = "{PLATFORM}"
     path = tmp / "config.toml"
     path.write_text(text)
     return path
+
+
+ADMIN_KEY = "test-admin-key-0123456789abcdef"
+
+
+class LiveApi:
+    """The real app on uvicorn, on 127.0.0.1 and a free port, in the test's event loop."""
+
+    def __init__(self, config: Any, queue: Any = None) -> None:
+        import uvicorn
+
+        from dispatcher.api.app import create_app
+
+        self.app = create_app(config, queue=queue)
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                host="127.0.0.1",
+                port=0,
+                lifespan="on",
+                access_log=False,
+                log_level="warning",
+                http="httptools",
+            )
+        )
+        self._task: asyncio.Task[None] | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> LiveApi:
+        self._task = asyncio.create_task(self._server.serve())
+        for _ in range(500):
+            if self._server.started:
+                break
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+        else:
+            raise TimeoutError("the API server did not start")
+        port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+    @property
+    def services(self) -> Any:
+        return self.app.state.services
