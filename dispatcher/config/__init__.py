@@ -28,8 +28,8 @@ from dispatcher.config.verp import VerpConfig
 __all__ = [
     "STREAM_DEFAULTS",
     "AccountConfig",
-    "ApiConfig",
     "Ambiguous",
+    "ApiConfig",
     "Backend",
     "Canonicalization",
     "Client",
