@@ -281,6 +281,15 @@ async def send_batch(request: Request) -> Response:
             else:
                 results.append(S.ItemResult(index=i, status="duplicate", id=r.id))
                 counts["duplicate"] += 1
+    if counts["failed"] == len(built):
+        errors = [r.error for r in results if r.error is not None]
+        raise ApiProblem(
+            422,
+            "batch_rejected",
+            "no message of the batch is valid; nothing was stored",
+            field=errors[0].field,
+            errors=errors,
+        )
     out = S.BatchOut(counts["accepted"], counts["duplicate"], counts["failed"], results)
     return _json(out, 200, request.state.rate_headers)
 
@@ -647,10 +656,33 @@ async def _problem_handler(request: Request, exc: Exception) -> Response:
 async def _http_exception(request: Request, exc: Exception) -> Response:
     status = int(getattr(exc, "status_code", 500))
     code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
-    return ApiProblem(status, code, TITLE.get(status, "error")).response()
+    headers = getattr(exc, "headers", None)  # 405 carries Allow
+    return ApiProblem(status, code, TITLE.get(status, "error"), headers=headers).response()
 
 
 TITLE = {404: "no such resource", 405: "method not allowed on this resource"}
+
+
+def _routes() -> list[Route]:
+    """One route per path (so a 405 lists every method of the path in Allow)."""
+    by_path: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    for e in ENDPOINTS:
+        by_path.setdefault(e.path, {})[e.method] = e.handler
+    routes = []
+    for path, handlers in by_path.items():
+        if len(handlers) == 1:
+            ((method, handler),) = handlers.items()
+            routes.append(Route(path, handler, methods=[method]))
+            continue
+
+        async def dispatch(
+            request: Request, _h: dict[str, Callable[[Request], Awaitable[Response]]] = handlers
+        ) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            return await _h[method](request)
+
+        routes.append(Route(path, dispatch, methods=list(handlers)))
+    return routes
 
 
 def create_app(config: Config, *, queue: Queue | None = None) -> Starlette:
@@ -667,7 +699,7 @@ def create_app(config: Config, *, queue: Queue | None = None) -> Starlette:
 
     from starlette.exceptions import HTTPException
 
-    routes = [Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]
+    routes = _routes()
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

@@ -44,8 +44,9 @@ class Problem(msgspec.Struct, omit_defaults=True):
     code: str
     detail: str = ""
     field: str | None = None
-    # Per-item errors of a batch: index of the item.
+    # Per-item errors of a batch: index of the item; a batch refused whole lists them.
     index: int | None = None
+    errors: list[Problem] | None = None
 
 
 class ApiProblem(Exception):
@@ -59,8 +60,10 @@ class ApiProblem(Exception):
         *,
         field: str | None = None,
         headers: Mapping[str, str] | None = None,
+        errors: list[Problem] | None = None,
     ) -> None:
         super().__init__(detail)
+        self.errors = errors
         self.status = status
         self.code = code
         self.detail = detail
@@ -76,6 +79,7 @@ class ApiProblem(Exception):
             detail=_printable(self.detail),
             field=None if self.field is None else _printable(self.field),
             index=index,
+            errors=self.errors,
         )
 
     def response(self) -> Response:

@@ -266,8 +266,14 @@ async def test_batch_limits(tmp_path: Path, backend: str) -> None:
         assert (r.status_code, r.json()["field"]) == (422, "messages")
         r = await acme.post("/v1/messages/batch", json={"messages": []})
         assert (r.status_code, r.json()["field"]) == (422, "messages")
-        r = await acme.post("/v1/messages/batch", json={"messages": [1]})
-        assert r.json()["results"][0]["error"]["field"] == "messages[0]"
+        r = await acme.post("/v1/messages/batch", json={"messages": [1, payload(1, to="x")]})
+        assert (r.status_code, r.json()["code"], r.json()["field"]) == (
+            422,
+            "batch_rejected",
+            "messages[0]",
+        )
+        assert [e["field"] for e in r.json()["errors"]] == ["messages[0]", "messages[1].to"]
+        assert await api.queue.list_messages("acme") == []
 
 
 async def test_listing_pages_by_cursor_and_filters(api: Api) -> None:

@@ -85,7 +85,8 @@ async def test_another_accounts_resources_are_404_on_every_route(api: Api) -> No
             body: Any = payload(9, account="creator")
             if e.path.endswith("/batch"):
                 r = await mine.post(e.path, json={"messages": [body]})
-                assert r.json()["results"][0]["error"]["code"] == "account_mismatch"
+                assert r.status_code == 422, r.text
+                assert r.json()["errors"][0]["code"] == "account_mismatch"
             else:
                 r = await mine.post(e.path, json=body)
                 assert r.status_code == 403 and r.json()["code"] == "account_mismatch"
