@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher.config import accounts as accounts_section
-from dispatcher.config import automation as automation_section
 from dispatcher.config import api as api_section
+from dispatcher.config import automation as automation_section
 from dispatcher.config import categories as categories_section
 from dispatcher.config import dispatch as dispatch_section
 from dispatcher.config import dkim as dkim_section
