@@ -207,29 +207,32 @@ async def subscribe(
     link: RedisLink,
     channel: str,
     on_message: Callable[[str], None],
-    on_reconnect: Callable[[], None],
+    on_subscribed: Callable[[], None],
+    on_unsubscribed: Callable[[], None],
     stop: asyncio.Event,
 ) -> None:
-    """Listen on `channel` until `stop`, reconnecting; `on_reconnect` after a gap (messages
-    may have been missed)."""
-    delay = 0.1
-    first = True
+    """Listen on `channel` until `stop`, reconnecting with backoff. `on_subscribed` after
+    each (re)subscription, `on_unsubscribed` when the connection is lost (messages may have
+    been missed in between)."""
+    delay = 0.05
     while not stop.is_set():
         pubsub = link.redis.pubsub()
+        subscribed = False
         try:
             await pubsub.subscribe(channel)
-            if not first:
-                on_reconnect()
-            first = False
-            delay = 0.1
+            subscribed = True
+            on_subscribed()
+            delay = 0.05
             while not stop.is_set():
                 msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
                 if msg is not None and msg.get("type") == "message":
                     on_message(str(msg["data"]))
         except (RedisConnectionError, RedisTimeoutError, OSError):
+            if subscribed:
+                on_unsubscribed()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, 1.0)
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,7 +1,7 @@
 -- Raise day counts to at least the given values (the store's figures), under the epoch.
 -- KEYS: 1 epoch, 2 day counts
 -- ARGV: 1 epoch, 2 expires at (s), then field/count pairs
--- Returns 1, or {-1, the epoch held}
+-- Returns {1}, or {-1, the epoch held}
 local epoch = string.match(redis.call('GET', KEYS[1]) or '', '^([^|]+)|')
 if epoch ~= ARGV[1] then return {-1, epoch or false} end
 for i = 3, #ARGV, 2 do
@@ -14,4 +14,4 @@ if #ARGV > 2 then
   local at = tonumber(ARGV[2])
   if redis.call('EXPIRETIME', KEYS[2]) < at then redis.call('EXPIREAT', KEYS[2], at) end
 end
-return 1
+return {1}
