@@ -8,6 +8,11 @@ yields at least one reply: a single command or a pipelined group, or the end of 
 is answered `delay` seconds after it arrived; the greeting is delayed the same way (the
 connection's own round trip). Counting flights per message tells how many round trips a
 client needs.
+
+Separate from the shared test server (tests/support/smtp_server.py) on purpose: this one is
+part of the benchmarks and must cost the engine under test as little CPU as possible (one
+Protocol, no per-command objects, no faults); the test server trades that speed for control
+over every reply and byte.
 """
 
 from __future__ import annotations

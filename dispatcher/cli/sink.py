@@ -3,6 +3,10 @@
 For every message it records the peer address the connection came from, the envelope and
 the message bytes, appended to a record file as `<json meta>\\n<bytes>\\n`. The demo reads the
 file to check delivery at the sink rather than from the engine's own counters.
+
+Product code (`maildispatch sink`, the demo), so it is not the shared test server of
+tests/support/smtp_server.py (faults, byte-level scripts) nor the benchmark's bench/sink.py
+(speed): a plain, correct server built on aiosmtpd that an operator can run.
 """
 
 from __future__ import annotations

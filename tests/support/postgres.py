@@ -1,7 +1,8 @@
 """Fresh PostgreSQL databases for tests: one migrated template per test run, copied per test.
 
 `await create_test_database()` returns the DSN of a new database with the current schema.
-The server comes from MAILDISPATCH_TEST_PG_DSN (default: local trust auth). Databases of
+The server comes from MAILDISPATCH_TEST_PG_DSN (default: local trust auth); when it is down,
+`unreachable()` skips the test, or fails it under CI. Databases of
 this run are dropped at interpreter exit; databases left by runs whose process is gone
 (killed mid-run) are dropped when the next run creates its template.
 """
@@ -15,10 +16,11 @@ import itertools
 import os
 import re
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import pytest
 
 from queues.postgres.migrate import migrate
 from queues.protocol import NewMessage
@@ -30,6 +32,15 @@ _RUN = f"{_PREFIX}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
 _counter = itertools.count(1)
 _template: str | None = None
 _created: list[str] = []
+
+
+def unreachable(exc: BaseException) -> NoReturn:
+    """A PostgreSQL test cannot run: skipped locally, failed under CI (`CI` set), so a CI
+    run is never green without its PostgreSQL half."""
+    reason = f"PostgreSQL unreachable at {base_dsn()}: {exc!r}"
+    if os.environ.get("CI"):
+        pytest.fail(reason + " (CI is set: PostgreSQL tests must run)", pytrace=False)
+    pytest.skip(reason)
 
 
 def base_dsn() -> str:

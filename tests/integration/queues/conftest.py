@@ -2,20 +2,21 @@
 
 `queue` is an opened queue; `make_queue(**options)` opens more queue objects on the same
 store (a second worker process, a recovering node). The postgres parameter is skipped,
-with the reason, while its backend or server is missing.
+with the reason, while its server is down, and fails instead when `CI` is set.
 """
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from queues.postgres.backend import PostgresQueue
 from queues.protocol import Queue
 from queues.sqlite.backend import SqliteQueue
+from tests.support.postgres import create_test_database, unreachable
 from tests.support.queues import QueueBuilder
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -46,19 +47,12 @@ class QueueFactory:
 
 async def _postgres_builder() -> QueueBuilder:
     try:
-        pg_support = importlib.import_module("tests.support.postgres")
-        backend = importlib.import_module("queues.postgres.backend")
-        create_test_database = pg_support.create_test_database
-        postgres_queue = backend.PostgresQueue
-    except (ImportError, AttributeError) as exc:
-        pytest.skip(f"postgres backend not available yet: {exc}")
-    try:
         dsn: str = await create_test_database()
     except OSError as exc:  # includes ConnectionRefusedError and socket timeouts
-        pytest.skip(f"PostgreSQL unreachable: {exc}")
+        unreachable(exc)
 
     def build(**options: Any) -> Queue:
-        queue: Queue = postgres_queue(dsn, **options)
+        queue: Queue = PostgresQueue(dsn, **options)
         return queue
 
     return build
