@@ -266,7 +266,7 @@ class Admission:
 
     async def _blocked(self, ip: SourceIp, route_key: str, now: float) -> Decision | None:
         """A pause, an unstarted warmup or a full cap: why the IP cannot send at all now."""
-        if ip.state == IpState.PAUSED:
+        if ip.state in (IpState.PAUSED, IpState.DRAINING):
             return Decision(False, math.inf, Reason.PAUSED)
         until = await self.counters.paused_until(
             [pause_key(ip.address), pause_key(ip.address, route_key)], now

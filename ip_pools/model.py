@@ -9,12 +9,18 @@ from ip_pools.warmup import WarmupAssignment
 
 
 class IpState(enum.StrEnum):
-    """An IP's configured state. `warming` IPs follow their warmup schedule's caps and are
-    `active` once it is done; `paused` IPs open no sessions."""
+    """An IP's (or platform domain's) configured state. `warming` IPs follow their warmup
+    schedule's caps and are `active` once it is done; `draining` ones take no new mail (their
+    queued and waiting mail goes out through the others); `paused` ones open no sessions and
+    their mail waits."""
 
     ACTIVE = "active"
     WARMING = "warming"
+    DRAINING = "draining"
     PAUSED = "paused"
+
+
+SENDING_STATES = frozenset({IpState.ACTIVE, IpState.WARMING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,7 @@ class PlatformDomain:
     domain: str
     weight: int = 1
     sign: bool = True
+    state: IpState = IpState.ACTIVE
 
 
 OVERFLOW_WAIT = "wait"

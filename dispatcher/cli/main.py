@@ -363,6 +363,20 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_diff(args: argparse.Namespace) -> int:
+    from dispatcher.config.diff import diff, fingerprint
+
+    old, new = load_config(args.old), load_config(args.new)
+    changes = diff(old, new)
+    print(f"--- {args.old} ({fingerprint(old)})")
+    print(f"+++ {args.new} ({fingerprint(new)})")
+    for change in changes:
+        print(change)
+    if not changes:
+        print("no changes")
+    return 0
+
+
 def cmd_sink(args: argparse.Namespace) -> int:
     from dispatcher.cli.sink import serve_forever
 
@@ -509,6 +523,10 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("file")
     cc.add_argument("--skip-keys", action="store_true", help="do not read the DKIM key files")
     cc.set_defaults(func=cmd_config_check)
+    cd = csub.add_parser("diff", help="what a reload from OLD to NEW would change")
+    cd.add_argument("old")
+    cd.add_argument("new")
+    cd.set_defaults(func=cmd_config_diff)
 
     k = sub.add_parser("sink", help="the capture SMTP sink, for local development")
     k.add_argument("--listen", default="127.0.0.1:2525")

@@ -14,8 +14,8 @@ from dispatcher.config.values import check_domain
 from ip_pools.model import PlatformDomain, PoolSpec, SourceIp
 
 SECTION = Section("pools[]", ("name",))
-IP_SECTION = Section("pools[].ips[]", ("address", "ehlo", "weight"))
-DOMAIN_SECTION = Section("pools[].domains[]", ("domain", "weight", "sign"))
+IP_SECTION = Section("pools[].ips[]", ("address", "ehlo", "weight", "state"))
+DOMAIN_SECTION = Section("pools[].domains[]", ("domain", "weight", "sign", "state"))
 
 
 def parse_pools(top: Table, key_domains: Set[str]) -> tuple[PoolSpec, ...]:
@@ -55,8 +55,9 @@ def _parse_ip(t: Table) -> SourceIp:
         raise ConfigError(t.key("address"), "not an IP address") from None
     ehlo = check_domain(t.text("ehlo", required=True), t.key("ehlo"))
     weight = t.integer("weight", field_default(SourceIp, "weight"), minimum=0)
+    state = t.choice("state", field_default(SourceIp, "state"))
     t.done()
-    return SourceIp(address=addr, ehlo=ehlo, weight=weight)
+    return SourceIp(address=addr, ehlo=ehlo, weight=weight, state=state)
 
 
 def _parse_domain(t: Table, key_domains: Set[str]) -> PlatformDomain:
@@ -65,5 +66,6 @@ def _parse_domain(t: Table, key_domains: Set[str]) -> PlatformDomain:
     if sign and dom not in key_domains:
         raise ConfigError(t.key("sign"), f"no [[dkim.keys]] entry for {dom}")
     weight = t.integer("weight", field_default(PlatformDomain, "weight"), minimum=0)
+    state = t.choice("state", field_default(PlatformDomain, "state"))
     t.done()
-    return PlatformDomain(domain=dom, weight=weight, sign=sign)
+    return PlatformDomain(domain=dom, weight=weight, sign=sign, state=state)

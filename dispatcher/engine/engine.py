@@ -22,10 +22,11 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dispatcher.config import Config
+from dispatcher.config.diff import Change, diff, fingerprint
 from dispatcher.dkim.signer import DkimSigner
 from dispatcher.engine.group_commit import MarkWriter, OutcomeWriter
 from dispatcher.engine.lane import Attempt, Lane, LaneSettings, Work
@@ -35,9 +36,15 @@ from dispatcher.message.verp import Verp
 from dispatcher.routing.router import Resolution, RouteKind, Router
 from dispatcher.telemetry.metrics import Metrics
 from ip_pools import PoolSet
+from ip_pools.automation import Automation, AutomationEvent
 from ip_pools.categories import Category
+from ip_pools.counters import ANY_PROVIDER
+from ip_pools.model import SENDING_STATES
+from ip_pools.pools import NoSourceAvailable
+from ip_pools.providers import site_key
 from queues.protocol import (
     ClaimedMessage,
+    Event,
     Lease,
     LeaseLost,
     MessageState,
@@ -107,6 +114,9 @@ class Engine:
         self.clock = clock
         self.classifier = Classifier.from_config(config)
         self._settings = LaneSettings.from_config(config)
+        self.automation = Automation(config.automation)
+        if metrics is not None:
+            metrics.config_loaded(fingerprint(config))
         self._ambiguous_policy = {name: s.ambiguous for name, s in config.streams.items()}
         self._lanes: dict[tuple[str, str], Lane] = {}
         self._sign_pool: ThreadPoolExecutor | None = None
@@ -325,7 +335,22 @@ class Engine:
                 self._route_failure(msg, res, now)
                 continue
             try:
-                pick = self.pools.pick(msg.pool)
+                pick = self.pools.pick(
+                    msg.pool, self._blocked_for(site_key(res.hosts[0].name), now)
+                )
+            except NoSourceAvailable as e:
+                # Every IP or domain of the pool is draining or paused: the message waits.
+                self._finish(
+                    msg,
+                    OutcomeRecord(
+                        msg.id,
+                        MessageState.QUEUED,
+                        counts_attempt=False,
+                        retry_at=now + self.config.dispatch.poll_interval * 10,
+                        reply_text=str(e),
+                    ),
+                )
+                continue
             except KeyError:
                 self._finish(
                     msg,
@@ -366,6 +391,73 @@ class Engine:
             for work in ready[placed:]:
                 self._release(work.message)
             raise
+
+    # -- live reload -----------------------------------------------------------------------
+
+    def apply_config(self, new: Config) -> list[Change]:
+        """Apply a validated config to the running engine; what changed. In-flight sessions
+        finish normally; mail waiting on a lane whose IP or platform domain no longer takes
+        new mail (drained, paused, removed) goes back to the queue, unstarted, and leaves
+        from the others. Changes marked restart-only are reported, not applied."""
+        old = self.config
+        changes = diff(old, new)
+        # What a running process cannot swap keeps its running value.
+        new = replace(
+            new,
+            queue=old.queue,
+            metrics=old.metrics,
+            log=old.log,
+            verp=old.verp,
+            dkim=old.dkim,
+            routes=old.routes,
+            state_dir=old.state_dir,
+        )
+        self.config = new
+        self.pools = PoolSet(new.pools)
+        self.classifier.categories = new.categories
+        self.automation.replace_rules(new.automation)
+        self._settings = LaneSettings.from_config(new)  # lanes opened from now on
+        self._ambiguous_policy = {name: st.ambiguous for name, st in new.streams.items()}
+        released = self._release_unsendable(new)
+        lines = [str(c) for c in changes]
+        log.warning(
+            "config reloaded (%s): %d changes, %d waiting messages moved off drained IPs",
+            fingerprint(new),
+            len(changes),
+            released,
+        )
+        if self._outcomes is not None:
+            self._outcomes.add_event(
+                Event(
+                    "config.reloaded",
+                    time.time(),
+                    {"fingerprint": fingerprint(new), "changes": lines[:200], "moved": released},
+                )
+            )
+        if self.metrics is not None:
+            self.metrics.config_loaded(fingerprint(new))
+        return changes
+
+    def _release_unsendable(self, config: Config) -> int:
+        sending_ips = {
+            ip.address for p in config.pools for ip in p.ips if ip.state in SENDING_STATES
+        }
+        sending_domains = {
+            d.domain for p in config.pools for d in p.domains if d.state in SENDING_STATES
+        }
+        released = 0
+        for (address, _host), lane in self._lanes.items():
+            works = lane.take_all()
+            keep = []
+            for work in works:
+                if address in sending_ips and work.pick.domain.domain in sending_domains:
+                    keep.append(work)
+                else:
+                    self._release(work.message)
+                    released += 1
+            for work in keep:
+                lane.put(work)
+        return released
 
     def _release(self, msg: ClaimedMessage) -> None:
         self._finish(
@@ -462,6 +554,17 @@ class Engine:
                 result.code,
                 result.text[:120],
             )
+        if verdict not in (Verdict.DELIVERED, Verdict.RELEASED) and self.automation.rules:
+            fired = self.automation.observe(
+                work.pick.source.address,
+                site_key(work.hosts[0].name),
+                result.code,
+                result.text,
+                decision.category,
+                now,
+            )
+            if fired:
+                self._automation_events(fired)
         code_text = result.text if result.code is None else f"{result.code} {result.text}"
         record = OutcomeRecord(
             msg.id,
@@ -476,6 +579,31 @@ class Engine:
             category=decision.category,
         )
         self._finish(msg, record)
+
+    def _automation_events(self, events: list[AutomationEvent]) -> None:
+        """Record what automation did; a pause empties that (IP, provider) lane at once, so
+        no MAIL for that provider is written from that IP after it fired."""
+        for ev in events:
+            log.warning("automation: %s %s for %s %s", ev.kind, ev.ip, ev.provider, ev.reason)
+            if self._outcomes is not None:
+                self._outcomes.add_event(Event(ev.kind, ev.at, ev.data()))
+            if self.metrics is not None:
+                self.metrics.automation.labels(ev.kind, ev.ip, ev.provider).inc()
+            if ev.kind != "ip.paused":
+                continue
+            paused = [
+                key
+                for key in self._lanes
+                if key[0] == ev.ip and ev.provider in (site_key(key[1]), ANY_PROVIDER)
+            ]
+            for key in paused:
+                # Closed: its sessions end after the message they are on; the lane is
+                # forgotten so that mail after the pause opens a new one.
+                for work in self._lanes.pop(key).close():
+                    self._release(work.message)
+
+    def _blocked_for(self, provider: str, now: float) -> Callable[[str], bool]:
+        return lambda address: self.automation.paused_until(address, provider, now) > now
 
     def _finish(self, msg: ClaimedMessage, record: OutcomeRecord) -> None:
         assert self._outcomes is not None
@@ -545,6 +673,9 @@ class Engine:
             except Exception as e:
                 log.warning("recovery pass failed: %s", e)
             self._prune_lanes()
+            ticked = self.automation.tick(self.clock())
+            if ticked:
+                self._automation_events(ticked)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 

@@ -174,6 +174,12 @@ class Lane:
             self.sessions += 1
             self._spawn(self._session_loop())
 
+    def take_all(self) -> list[Work]:
+        """Remove every message not yet started; sessions go on (a reload moves them)."""
+        items = list(self._ready)
+        self._ready.clear()
+        return items
+
     def close(self) -> list[Work]:
         """Stop handing out work at once; returns every message not yet started (shutdown).
         Sessions finish the message they are on, then end."""

@@ -32,6 +32,34 @@ class Metrics:
             "maildispatch_smtp_sessions", "Open SMTP sessions", registry=self.registry
         )
 
+        self.config = Gauge(
+            "maildispatch_config_info",
+            "1 for the fingerprint of the config this process runs (a fleet that diverged "
+            "shows several)",
+            ["fingerprint"],
+            registry=self.registry,
+        )
+        self.config_reloads = Counter(
+            "maildispatch_config_reloads",
+            "Config reloads by result (applied, rejected)",
+            ["result"],
+            registry=self.registry,
+        )
+        self.automation = Counter(
+            "maildispatch_automation_actions",
+            "Automation events (ip.slowed, ip.paused, ip.resumed, ...) by source IP and provider",
+            ["kind", "source_ip", "provider"],
+            registry=self.registry,
+        )
+        self._fingerprint: str | None = None
+
+    def config_loaded(self, fingerprint: str) -> None:
+        """The running config is now `fingerprint` (the previous one's series is removed)."""
+        if self._fingerprint is not None and self._fingerprint != fingerprint:
+            self.config.remove(self._fingerprint)
+        self._fingerprint = fingerprint
+        self.config.labels(fingerprint).set(1)
+
     def outcome(self, record: OutcomeRecord, msg: ClaimedMessage, now: float) -> None:
         state = record.state.value
         self.messages.labels(

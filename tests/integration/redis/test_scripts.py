@@ -34,14 +34,24 @@ def ks() -> Keyspace:
     return Keyspace(unique_prefix())
 
 
-async def set_epoch(link: RedisLink, ks: Keyspace, ip: str, epoch: str = EPOCH,
-                    rebuilt_us: int = 0) -> None:
+async def set_epoch(
+    link: RedisLink, ks: Keyspace, ip: str, epoch: str = EPOCH, rebuilt_us: int = 0
+) -> None:
     await link.command("SET", ks.epoch(ip), f"{epoch}|{rebuilt_us}", "EX", 600)
 
 
-async def take(link: RedisLink, ks: Keyspace, want: int, *, interval_us: float, burst: int,
-               window_us: int = 0, ip: str = IP, route: str = "google",
-               epoch: str = EPOCH) -> list[int]:
+async def take(
+    link: RedisLink,
+    ks: Keyspace,
+    want: int,
+    *,
+    interval_us: float,
+    burst: int,
+    window_us: int = 0,
+    ip: str = IP,
+    route: str = "google",
+    epoch: str = EPOCH,
+) -> list[int]:
     r = await link.script(
         scripts.RATE,
         [ks.epoch(ip), ks.rate(ip, route), ks.pauses(ip)],
@@ -77,8 +87,9 @@ async def test_window_caps_a_take_and_low_rates_get_one(link: RedisLink, ks: Key
     _, granted, _, _ = await take(link, ks, 100, interval_us=20_000, burst=100, window_us=150_000)
     assert granted == 7
     # 1/min, window 150 ms: one token.
-    _, granted, _, _ = await take(link, ks, 100, interval_us=60e6, burst=10, window_us=150_000,
-                                  route="slow")
+    _, granted, _, _ = await take(
+        link, ks, 100, interval_us=60e6, burst=10, window_us=150_000, route="slow"
+    )
     assert granted == 1
 
 
@@ -184,8 +195,11 @@ async def test_pause_is_published_and_ends(link: RedisLink, ks: Keyspace) -> Non
     pubsub = link.redis.pubsub()
     await pubsub.subscribe(ks.channel)
     until = int((time.time() + 0.3) * 1e6)
-    r = await link.script(scripts.PAUSE, [ks.epoch(IP), ks.pauses(IP)],
-                          [EPOCH, "google", until, ks.channel, f"pause|{IP}|google|{until}"])
+    r = await link.script(
+        scripts.PAUSE,
+        [ks.epoch(IP), ks.pauses(IP)],
+        [EPOCH, "google", until, ks.channel, f"pause|{IP}|google|{until}"],
+    )
     assert r == [1]
     msg = None
     for _ in range(20):
@@ -208,10 +222,24 @@ async def test_rebuild_sets_counts_pauses_and_epoch(link: RedisLink, ks: Keyspac
         until = int((time.time() + 60) * 1e6)
         ended = int((time.time() - 1) * 1e6)
         keys = [ks.epoch(ip), ks.day(ip, 20000), ks.day(ip, 20001), ks.pauses(ip)]
-        args = [EPOCH, int(time.time()) + 3600, 2,
-                2, "*", 40, "google", 30,
-                1, "*", 3,
-                2, "google", until, "yahoo", ended]
+        args = [
+            EPOCH,
+            int(time.time()) + 3600,
+            2,
+            2,
+            "*",
+            40,
+            "google",
+            30,
+            1,
+            "*",
+            3,
+            2,
+            "google",
+            until,
+            "yahoo",
+            ended,
+        ]
         assert await link.script(scripts.REBUILD, keys, args) == 1
         assert await link.script(scripts.REBUILD, keys, args) == 0
         assert await link.command("HGETALL", ks.day(ip, 20000)) == {"*": "40", "google": "30"}
