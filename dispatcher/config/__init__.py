@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dispatcher.config.accounts import AccountConfig
 from dispatcher.config.api import ApiConfig
+from dispatcher.config.coordination import CoordinationConfig, OnUnavailable
 from dispatcher.config.dispatch import DispatchConfig
 from dispatcher.config.dkim import Canonicalization, DkimConfig, DkimKeyConfig, KeyType
 from dispatcher.config.document import Config, load_config, parse_config
@@ -35,6 +36,7 @@ __all__ = [
     "Client",
     "Config",
     "ConfigError",
+    "CoordinationConfig",
     "DispatchConfig",
     "DkimConfig",
     "DkimKeyConfig",
@@ -43,6 +45,7 @@ __all__ = [
     "LogFormat",
     "LogLevel",
     "MetricsConfig",
+    "OnUnavailable",
     "QueueConfig",
     "Route",
     "SmtpConfig",

@@ -12,6 +12,7 @@ from dispatcher.config import accounts as accounts_section
 from dispatcher.config import api as api_section
 from dispatcher.config import automation as automation_section
 from dispatcher.config import categories as categories_section
+from dispatcher.config import coordination as coordination_section
 from dispatcher.config import dispatch as dispatch_section
 from dispatcher.config import dkim as dkim_section
 from dispatcher.config import log as log_section
@@ -25,6 +26,7 @@ from dispatcher.config import verp as verp_section
 from dispatcher.config.accounts import AccountConfig
 from dispatcher.config.api import ApiConfig
 from dispatcher.config.context import DEFAULT_STATE_DIR, ParseContext
+from dispatcher.config.coordination import CoordinationConfig
 from dispatcher.config.dispatch import DispatchConfig
 from dispatcher.config.dkim import DkimConfig
 from dispatcher.config.errors import ConfigError
@@ -66,6 +68,7 @@ class Config:
     # [[automation]]: reply -> slow or pause one (IP, provider), first match wins.
     automation: tuple[AutomationRule, ...] = ()
     api: ApiConfig = field(default_factory=ApiConfig)
+    coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
 
     def account(self, name: str) -> AccountConfig | None:
         for a in self.accounts:
@@ -114,6 +117,9 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
     metrics = metrics_section.parse_metrics(top.table(metrics_section.SECTION))
     log = log_section.parse_log(top.table(log_section.SECTION))
     api = api_section.parse_api(top.table(api_section.SECTION))
+    coordination = coordination_section.parse_coordination(
+        top.table(coordination_section.SECTION)
+    )
     top.done()
 
     return Config(
@@ -134,4 +140,5 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
         categories=categories,
         automation=automation,
         api=api,
+        coordination=coordination,
     )
