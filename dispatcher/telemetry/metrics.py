@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from collections.abc import Callable
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from dispatcher.telemetry.endpoint import MetricsEndpoint
 from queues.protocol import ClaimedMessage, OutcomeRecord
 
 
@@ -12,6 +15,8 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # /readyz: name -> "ok" or why not (read from the HTTP thread: flags only, no I/O)
+        self.readiness: dict[str, Callable[[], str]] = {}
         self.messages = Counter(
             "maildispatch_messages",
             "Messages by outcome, pool, source IP and platform domain",
@@ -67,7 +72,6 @@ class Metrics:
         ).inc()
         self.latency.labels(state).observe(max(0.0, now - msg.enqueued_at))
 
-    def serve(self, listen: str) -> None:
-        """Serve /metrics on HOST:PORT (a daemon thread of prometheus-client)."""
-        host, _, port = listen.rpartition(":")
-        start_http_server(int(port), addr=host or "127.0.0.1", registry=self.registry)
+    def serve(self, listen: str) -> MetricsEndpoint:
+        """Serve /metrics, /healthz and /readyz on HOST:PORT (a daemon thread)."""
+        return MetricsEndpoint(self.registry, self.readiness, listen)

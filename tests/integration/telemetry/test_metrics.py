@@ -53,3 +53,43 @@ async def test_outcomes_are_counted_and_served(
     body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())
     assert b'maildispatch_messages_total{outcome="delivered"' in body
     assert b"maildispatch_enqueue_to_outcome_seconds_bucket" in body
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    import urllib.error
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return int(r.status), r.read()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read()
+
+
+async def test_healthz_and_readyz_on_the_metrics_port() -> None:
+    import json
+
+    from dispatcher.telemetry.metrics import Metrics
+
+    metrics = Metrics()
+    state = {"redis": "ok"}
+    metrics.readiness["queue"] = lambda: "ok"
+    metrics.readiness["redis"] = lambda: state["redis"]
+    endpoint = metrics.serve("127.0.0.1:0")
+    base = f"http://127.0.0.1:{endpoint.port}"
+    try:
+        code, body = await asyncio.to_thread(_get, base + "/healthz")
+        assert code == 200 and json.loads(body)["status"] == "ok"
+        code, body = await asyncio.to_thread(_get, base + "/readyz")
+        assert code == 200 and json.loads(body)["checks"] == {"queue": "ok", "redis": "ok"}
+        state["redis"] = "unavailable"
+        code, body = await asyncio.to_thread(_get, base + "/readyz")
+        assert code == 503
+        assert json.loads(body) == {
+            "status": "unavailable",
+            "checks": {"queue": "ok", "redis": "unavailable"},
+        }
+        code, body = await asyncio.to_thread(_get, base + "/metrics")
+        assert code == 200 and b"maildispatch_queue_depth" in body
+        assert (await asyncio.to_thread(_get, base + "/nothing"))[0] == 404
+    finally:
+        endpoint.close()
