@@ -146,6 +146,7 @@ class RedisCounters:
         self._missing: set[str] = set()
         self._first: dict[str, asyncio.Future[bool]] = {}
         self._ready_event = asyncio.Event()
+        self.on_ready: list[Callable[[], None]] = []  # called each time it becomes ready
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -248,11 +249,14 @@ class RedisCounters:
     async def counts(self, keys: Sequence[str]) -> list[int]:
         fresh = time.monotonic() - self.count_fresh
         stale: dict[tuple[str, int], list[str]] = {}
+        found: dict[str, int] = {}
         for key in keys:
             c = self._counts.get(key)
             if c is None or c.at < fresh:
                 _, day, ip, _route = parse_key(key)
                 stale.setdefault((ip, day), []).append(key)
+            else:
+                found[key] = c.value
         if stale:
             self._check()
             groups = list(stale.items())
@@ -271,8 +275,9 @@ class RedisCounters:
             at = time.monotonic()
             for (_, ks), values in zip(groups, got, strict=True):
                 for k, v in zip(ks, values, strict=True):
-                    self._counts[k] = _Count(int(v or 0), at)
-        return [self._counts[k].value for k in keys]
+                    found[k] = int(v or 0)
+                    self._counts[k] = _Count(found[k], at)
+        return [found[k] for k in keys]
 
     async def seed_counts(self, counts: Mapping[str, int], expires_at: float) -> None:
         groups: dict[tuple[str, int], list[Any]] = {}
@@ -337,6 +342,20 @@ class RedisCounters:
             await self._load_pauses(load)
         latest = 0.0
         for ip, route in wanted:
+            until = self._pauses.get(ip, {}).get(route, 0.0)
+            if until > now and until > latest:
+                latest = until
+        return latest
+
+    def known_counts(self) -> dict[str, int]:
+        """The counts last learnt from Redis (for a fallback while it does not answer)."""
+        return {k: c.value for k, c in self._counts.items()}
+
+    def known_pause(self, keys: Sequence[str], now: float) -> float:
+        """The latest end among `keys` of the pauses last known (no I/O)."""
+        latest = 0.0
+        for key in keys:
+            _, _, ip, route = parse_key(key)
             until = self._pauses.get(ip, {}).get(route, 0.0)
             if until > now and until > latest:
                 latest = until
@@ -486,6 +505,8 @@ class RedisCounters:
             self._noticed = None
             self.ready = True
             self._ready_event.set()
+            for callback in self.on_ready:
+                callback()
             return True
         self.ready = False
         self._ready_event.clear()

@@ -132,8 +132,12 @@ class TcpGate:
             finally:
                 dst.close()
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-        self._writers -= {writer, up_writer}
+        try:
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        except asyncio.CancelledError:
+            pass  # the gate is closing; a relay task must not end cancelled (asyncio logs it)
+        finally:
+            self._writers -= {writer, up_writer}
 
     def cut(self) -> None:
         self.open = False
