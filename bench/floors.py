@@ -13,18 +13,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dispatcher.errors import InvalidInput
+
 FLOORS_FILE = Path(__file__).with_name("floors.toml")
 REFERENCES = {"vs_calibrate": "calibrate", "vs_baseline": "baseline"}
 
 
-class FloorsError(ValueError):
-    """floors.toml is malformed; `key_path` names the entry."""
+class FloorsError(InvalidInput):
+    """floors.toml is malformed; `field` (also `key_path`) names the entry."""
 
     code = "floors_error"
 
-    def __init__(self, key_path: str, message: str) -> None:
-        super().__init__(f"{key_path}: {message}")
-        self.key_path = key_path
+    @property
+    def key_path(self) -> str:
+        return self.field
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +49,19 @@ def load_floors(path: Path = FLOORS_FILE) -> dict[str, dict[str, float]]:
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
-        raise FloorsError(str(path), f"not valid TOML: {e}") from None
+        raise FloorsError(field=str(path), reason=f"not valid TOML: {e}") from None
     out: dict[str, dict[str, float]] = {}
     for scenario, table in raw.items():
         if not isinstance(table, dict):
-            raise FloorsError(scenario, "expected a table")
+            raise FloorsError(field=scenario, reason="expected a table")
         out[scenario] = {}
         for name, value in table.items():
             if name not in REFERENCES:
                 raise FloorsError(
-                    f"{scenario}.{name}", f"unknown ratio; use {', '.join(REFERENCES)}"
+                    field=f"{scenario}.{name}", reason=f"unknown ratio; use {', '.join(REFERENCES)}"
                 )
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise FloorsError(f"{scenario}.{name}", "expected a positive number")
+                raise FloorsError(field=f"{scenario}.{name}", reason="expected a positive number")
             out[scenario][name] = float(value)
     return out
 

@@ -64,14 +64,16 @@ _REPLY_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
 class CategoryRuleError(ValueError):
-    """A rule field is unusable; `field` names it (config wraps this with its key path)."""
+    """A rule field is unusable; `field` names it (config wraps this with its key path).
+
+    The shape of `queues.errors.InvalidInput` (ip_pools may not import queues)."""
 
     code = "invalid_category_rule"
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+    def __init__(self, *, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
         self.field = field
-        self.reason = message
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,23 +104,32 @@ class CategoryRule:
             cat = Category(category)
         except ValueError:
             raise CategoryRuleError(
-                "category", f"unknown category {category!r}; known: {', '.join(Category)}"
+                field="category",
+                reason=f"unknown category {category!r}; known: {', '.join(Category)}",
             ) from None
         code_s = None if code is None else str(code).lower()
         if code_s is not None and not _CODE.match(code_s):
-            raise CategoryRuleError("code", f"expected 550, 5xx, 55x or none, got {code!r}")
+            raise CategoryRuleError(
+                field="code", reason=f"expected 550, 5xx, 55x or none, got {code!r}"
+            )
         if enhanced is not None and not _ENHANCED.match(enhanced.lower()):
-            raise CategoryRuleError("enhanced", f"expected 5.7.1, 5.7 or x.1.1, got {enhanced!r}")
+            raise CategoryRuleError(
+                field="enhanced", reason=f"expected 5.7.1, 5.7 or x.1.1, got {enhanced!r}"
+            )
         compiled = None
         if pattern is not None:
             if not pattern:
-                raise CategoryRuleError("match", "must not be empty")
+                raise CategoryRuleError(field="match", reason="must not be empty")
             try:
                 compiled = re.compile(pattern, re.IGNORECASE)
             except re.error as e:
-                raise CategoryRuleError("match", f"not a valid regular expression: {e}") from None
+                raise CategoryRuleError(
+                    field="match", reason=f"not a valid regular expression: {e}"
+                ) from None
         if code_s is None and enhanced is None and compiled is None:
-            raise CategoryRuleError("match", "a rule needs at least one of match, code, enhanced")
+            raise CategoryRuleError(
+                field="match", reason="a rule needs at least one of match, code, enhanced"
+            )
         return cls(cat, code_s, enhanced.lower() if enhanced else None, compiled)
 
     def describe(self) -> str:

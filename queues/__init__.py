@@ -9,23 +9,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from queues.errors import (
+    IdempotencyConflict,
+    InvalidInput,
+    InvalidQueueInput,
+    LeaseLost,
+    MaildispatchError,
+    QueueClosed,
+    QueueError,
+    QueueTimeout,
+    QueueUnavailable,
+    SchemaMismatch,
+)
 from queues.protocol import (
     OUTCOME_STATES,
     TERMINAL_STATES,
     AttemptRecord,
     ClaimedMessage,
     EnqueueResult,
-    IdempotencyConflict,
-    InvalidQueueInput,
     Lease,
-    LeaseLost,
     MessageRecord,
     MessageState,
     MessageView,
     NewMessage,
     OutcomeRecord,
     Queue,
-    QueueError,
     RecoveryReport,
     StatusCounts,
 )
@@ -38,17 +46,23 @@ __all__ = [
     "ClaimedMessage",
     "EnqueueResult",
     "IdempotencyConflict",
+    "InvalidInput",
     "InvalidQueueInput",
     "Lease",
     "LeaseLost",
+    "MaildispatchError",
     "MessageRecord",
     "MessageState",
     "MessageView",
     "NewMessage",
     "OutcomeRecord",
     "Queue",
+    "QueueClosed",
     "QueueError",
+    "QueueTimeout",
+    "QueueUnavailable",
     "RecoveryReport",
+    "SchemaMismatch",
     "StatusCounts",
     "open_queue",
 ]
@@ -66,15 +80,19 @@ def open_queue(
     """
     if backend == "sqlite":
         if path is None:
-            raise InvalidQueueInput("path", "the sqlite backend needs a database file path")
+            raise InvalidQueueInput(
+                field="path", reason="the sqlite backend needs a database file path"
+            )
         from queues.sqlite.backend import SqliteQueue
 
         return SqliteQueue(Path(path), **options)
     if backend == "postgres":
         if not dsn:
-            raise InvalidQueueInput("dsn", "the postgres backend needs a DSN")
+            raise InvalidQueueInput(field="dsn", reason="the postgres backend needs a DSN")
         from queues.postgres.backend import PostgresQueue  # type: ignore[import-not-found,unused-ignore]
 
         queue: Queue = PostgresQueue(dsn, **options)
         return queue
-    raise InvalidQueueInput("backend", f"expected one of {list(BACKENDS)}, got {backend!r}")
+    raise InvalidQueueInput(
+        field="backend", reason=f"expected one of {list(BACKENDS)}, got {backend!r}"
+    )

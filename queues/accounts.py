@@ -20,7 +20,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from queues.protocol import QueueError
+from queues.errors import InvalidInput, QueueError
 
 
 class AccountStatus(enum.StrEnum):
@@ -37,27 +37,28 @@ class KeyScope(enum.StrEnum):
     FULL = "full"
 
 
-class AccountError(QueueError, ValueError):
+class AccountError(QueueError, InvalidInput):
     """An account or key operation is refused; `field` names the input at fault."""
 
     code = "account_error"
 
-    def __init__(self, message: str, *, field: str | None = None, reason: str | None = None):
-        super().__init__(message)
-        self.field = field
-        self.reason = reason or message
-
 
 class AccountNotFound(AccountError, LookupError):
-    """No such account (or key) in the store."""
+    """No such account (or key) in the store; `reason` is the whole sentence."""
 
     code = "not_found"
 
+    def _text(self) -> str:
+        return self.reason
+
 
 class AccountExists(AccountError):
-    """The name (or id) is taken by another account."""
+    """The name (or id) is taken by another account; `reason` is the whole sentence."""
 
     code = "account_exists"
+
+    def _text(self) -> str:
+        return self.reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +125,9 @@ def check_account_id(value: object, field_name: str = "id") -> str:
     """Ids are short, ASCII and safe in URLs and Feedback-ID fields."""
     if not isinstance(value, str) or not _ACCOUNT_ID.fullmatch(value):
         raise AccountError(
-            f"{field_name}: expected 1-100 characters of A-Z a-z 0-9 . _ - "
-            "(starting with a letter or digit)",
             field=field_name,
+            reason="expected 1-100 characters of A-Z a-z 0-9 . _ - "
+            "(starting with a letter or digit)",
         )
     return value
 
@@ -134,19 +135,19 @@ def check_account_id(value: object, field_name: str = "id") -> str:
 def check_name(value: object, field_name: str = "name") -> str:
     """Names are what people read: 1-100 printable characters, no surrounding spaces."""
     if not isinstance(value, str) or not value.strip():
-        raise AccountError(f"{field_name}: must not be empty", field=field_name)
+        raise AccountError(field=field_name, reason="must not be empty")
     if value != value.strip() or not value.isprintable() or len(value) > NAME_MAX:
         raise AccountError(
-            f"{field_name}: expected up to {NAME_MAX} printable characters without "
-            "leading or trailing spaces",
             field=field_name,
+            reason=f"expected up to {NAME_MAX} printable characters without "
+            "leading or trailing spaces",
         )
     return value
 
 
 def check_label(value: object) -> str:
     if not isinstance(value, str) or not value.isprintable() or len(value) > LABEL_MAX:
-        raise AccountError(f"label: expected up to {LABEL_MAX} printable characters", field="label")
+        raise AccountError(field="label", reason=f"expected up to {LABEL_MAX} printable characters")
     return value
 
 
@@ -176,14 +177,11 @@ def token_matches(token: str, key: ApiKey) -> bool:
 def check_domains(value: object) -> tuple[str, ...]:
     """Author domains as given (the dispatcher checks them against its DKIM keys)."""
     if isinstance(value, str) or not isinstance(value, list | tuple):
-        raise AccountError("author_domains: expected a list of domains", field="author_domains")
+        raise AccountError(field="author_domains", reason="expected a list of domains")
     out: list[str] = []
     for i, d in enumerate(value):
         if not isinstance(d, str) or not d or not d.isascii() or not d.isprintable():
-            raise AccountError(
-                f"author_domains[{i}]: expected an ASCII domain name",
-                field=f"author_domains[{i}]",
-            )
+            raise AccountError(field=f"author_domains[{i}]", reason="expected an ASCII domain name")
         out.append(d.lower())
     return tuple(dict.fromkeys(out))
 
@@ -193,7 +191,7 @@ def make_key(account_id: str, scope: KeyScope | str, label: str, now: float) -> 
     try:
         scope = KeyScope(scope)
     except ValueError:
-        raise AccountError("scope: expected send or full", field="scope") from None
+        raise AccountError(field="scope", reason="expected send or full") from None
     key_id, token, digest = new_token()
     key = ApiKey(
         id=key_id,

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from queues.errors import IdempotencyConflict
 
 if TYPE_CHECKING:
     from queues.accounts import (
@@ -66,46 +68,6 @@ OUTCOME_STATES = frozenset(
 )
 
 
-class QueueError(Exception):
-    """Base of queue errors; `code` is a short machine-readable reason."""
-
-    code = "queue_error"
-
-
-class IdempotencyConflict(QueueError, ValueError):
-    """The same (account, idempotency_key) was enqueued before with a different payload."""
-
-    code = "idempotency_conflict"
-
-    def __init__(self, account: str, idempotency_key: str, existing_id: str) -> None:
-        super().__init__(
-            f"idempotency key {idempotency_key!r} of account {account!r} was used "
-            f"with a different payload (message {existing_id})"
-        )
-        self.account = account
-        self.idempotency_key = idempotency_key
-        self.existing_id = existing_id
-        self.key_path = "idempotency_key"
-
-
-class LeaseLost(QueueError, RuntimeError):
-    """The worker's lease was taken over; it must stop writing under its old epoch."""
-
-    code = "lease_lost"
-
-
-class InvalidQueueInput(QueueError, ValueError):
-    """A value handed to the queue is unusable; `field` names it. Nothing was stored."""
-
-    code = "invalid_input"
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.key_path = field
-        self.reason = message
-
-
 @dataclass(frozen=True, slots=True)
 class NewMessage:
     """A validated, rendered message ready to be stored.
@@ -141,6 +103,7 @@ class EnqueueResult:
     """`created` is False when an identical earlier enqueue was found (deduplicated)."""
 
     id: str
+    _: KW_ONLY
     created: bool
 
 

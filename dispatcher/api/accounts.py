@@ -26,15 +26,14 @@ def check_profile(
         try:
             dom = check_domain(d, field)
         except ConfigError as e:
-            raise AccountError(str(e), field=field, reason=e.reason) from None
+            raise AccountError(field=field, reason=e.reason) from None
         if dom not in keyed:
             raise AccountError(
-                f"{field}: no [[dkim.keys]] entry for {dom} in the configuration",
-                field=field,
+                field=field, reason=f"no [[dkim.keys]] entry for {dom} in the configuration"
             )
         out.append(dom)
     if pool is not None and config.pool(pool) is None:
-        raise AccountError(f"pool: no pool named {pool!r}", field="pool")
+        raise AccountError(field="pool", reason=f"no pool named {pool!r}")
     return tuple(dict.fromkeys(out)), pool
 
 

@@ -36,15 +36,8 @@ from dispatcher.config import Config
 from dispatcher.message.intake import MessageError, MessageFactory, parse_payload
 from dispatcher.message.verp import Verp
 from queues.accounts import Account, AccountStatus, ApiKey, KeyScope
-from queues.protocol import (
-    AttemptRecord,
-    IdempotencyConflict,
-    MessageState,
-    MessageView,
-    NewMessage,
-    Queue,
-    QueueError,
-)
+from queues.errors import IdempotencyConflict, QueueError
+from queues.protocol import AttemptRecord, MessageState, MessageView, NewMessage, Queue
 
 log = logging.getLogger(__name__)
 JSON = "application/json"

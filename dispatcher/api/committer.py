@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import logging
 
-from queues.protocol import EnqueueResult, IdempotencyConflict, NewMessage, Queue
+from queues.errors import IdempotencyConflict
+from queues.protocol import EnqueueResult, NewMessage, Queue
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 import msgspec
 from starlette.responses import Response
 
+from dispatcher.errors import MaildispatchError
 from dispatcher.message.intake import MessageError
 from queues.accounts import AccountError, AccountExists, AccountNotFound
-from queues.protocol import IdempotencyConflict, InvalidQueueInput
+from queues.errors import IdempotencyConflict, InvalidQueueInput
 
 PROBLEM_TYPE = "application/problem+json"
 _BASE = "https://maildispatch.example/problems/"  # stable identifiers, not fetched
@@ -49,8 +50,9 @@ class Problem(msgspec.Struct, omit_defaults=True):
     errors: list[Problem] | None = None
 
 
-class ApiProblem(Exception):
-    """Raised by handlers; rendered as problem+json by the app."""
+class ApiProblem(MaildispatchError):
+    """Raised by handlers; rendered as problem+json by the app (an HTTP answer, so no
+    built-in kind)."""
 
     def __init__(
         self,
@@ -62,10 +64,9 @@ class ApiProblem(Exception):
         headers: Mapping[str, str] | None = None,
         errors: list[Problem] | None = None,
     ) -> None:
-        super().__init__(detail)
+        super().__init__(detail, code=code)
         self.errors = errors
         self.status = status
-        self.code = code
         self.detail = detail
         self.field = field
         self.headers = dict(headers or {})
@@ -117,8 +118,7 @@ def from_exception(exc: Exception) -> ApiProblem | None:
     if isinstance(exc, AccountExists):
         return ApiProblem(409, exc.code, str(exc), field=exc.field)
     if isinstance(exc, AccountError | InvalidQueueInput):
-        field = getattr(exc, "field", None) or getattr(exc, "key_path", None)
-        return ApiProblem(422, str(getattr(exc, "code", "invalid")), str(exc), field=field)
+        return ApiProblem(422, exc.code, str(exc), field=exc.field)
     if isinstance(exc, ConnectionError | TimeoutError):
         return ApiProblem(
             503,

@@ -12,7 +12,7 @@ def split_listen(listen: str, key_path: str = "--listen") -> tuple[str, int]:
     """HOST:PORT (port 0: any free port)."""
     host, _, port = listen.rpartition(":")
     if not port.isdigit() or int(port) > 65535:
-        raise ConfigError(key_path, f"expected HOST:PORT, got {listen!r}")
+        raise ConfigError(field=key_path, reason=f"expected HOST:PORT, got {listen!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 

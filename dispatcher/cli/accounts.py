@@ -40,7 +40,7 @@ def key_dict(k: ApiKey) -> dict[str, Any]:
 async def _resolve(queue: Queue, ref: str) -> Account:
     found = await queue.find_account(ref)
     if found is None:
-        raise AccountNotFound(f"no account with id or name {ref!r}", field="account")
+        raise AccountNotFound(field="account", reason=f"no account with id or name {ref!r}")
     return found
 
 
@@ -101,7 +101,9 @@ async def _dispatch(args: argparse.Namespace, config: Config, queue: Queue) -> i
             )
         else:
             if not await queue.revoke_api_key(a.id, args.key_id):
-                raise AccountNotFound(f"{a.id} has no active key {args.key_id!r}", field="key_id")
+                raise AccountNotFound(
+                    field="key_id", reason=f"{a.id} has no active key {args.key_id!r}"
+                )
             out = {"id": args.key_id, "revoked": True}
             text = f"revoked {args.key_id}"
     else:  # pragma: no cover - argparse refuses others

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ SPLIT_TOLERANCE = 0.03  # absolute share: 3 percentage points
 @dataclass
 class Check:
     name: str
+    _: KW_ONLY
     ok: bool
     detail: str
 
@@ -238,28 +239,34 @@ async def run_demo(
             )
 
     c = report.checks
-    c.append(Check("enqueued", report.enqueued == n, f"{report.enqueued} of {n} new"))
+    c.append(Check("enqueued", ok=report.enqueued == n, detail=f"{report.enqueued} of {n} new"))
     c.append(
         Check(
             "duplicates absorbed",
-            report.deduplicated == max(1, n // 10),
-            f"{report.deduplicated} re-enqueued with the same key returned the original id",
+            ok=report.deduplicated == max(1, n // 10),
+            detail=f"{report.deduplicated} re-enqueued with the same key returned the original id",
         )
     )
-    c.append(Check("all arrived", report.at_sink == n, f"{report.at_sink} of {n} at the sink"))
     c.append(
-        Check("none twice", report.duplicates_at_sink == 0, f"{report.duplicates_at_sink} extra")
+        Check("all arrived", ok=report.at_sink == n, detail=f"{report.at_sink} of {n} at the sink")
+    )
+    c.append(
+        Check(
+            "none twice",
+            ok=report.duplicates_at_sink == 0,
+            detail=f"{report.duplicates_at_sink} extra",
+        )
     )
     if verify_dkim:
         c.append(
             Check(
                 "DKIM verifies",
-                report.dkim_signatures == 2 * report.at_sink
+                ok=report.dkim_signatures == 2 * report.at_sink
                 and report.dkim_verified == report.dkim_signatures,
-                f"{report.dkim_verified} of {report.dkim_signatures} signatures",
+                detail=f"{report.dkim_verified} of {report.dkim_signatures} signatures",
             )
         )
-    c.append(Check("VERP sender", bad_sender == 0, f"{bad_sender} bad envelope senders"))
+    c.append(Check("VERP sender", ok=bad_sender == 0, detail=f"{bad_sender} bad envelope senders"))
     c.append(_split_check("IP split", by_ip, weights_ip))
     c.append(_split_check("domain split", by_dom, weights_dom))
     return report
@@ -275,4 +282,4 @@ def _split_check(name: str, got: Counter[str], weights: dict[str, int]) -> Check
         want = w / wsum
         worst = max(worst, abs(share - want))
         parts.append(f"{key} {share:.1%} (want {want:.1%})")
-    return Check(name, worst <= SPLIT_TOLERANCE, "; ".join(parts))
+    return Check(name, ok=worst <= SPLIT_TOLERANCE, detail="; ".join(parts))

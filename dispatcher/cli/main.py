@@ -16,7 +16,7 @@ from typing import IO, Any, NamedTuple, TypeVar
 
 from dispatcher.config import Config, ConfigError, load_config
 from queues.accounts import AccountError
-from queues.protocol import QueueError
+from queues.errors import QueueError
 
 T = TypeVar("T")
 log = logging.getLogger("maildispatch")
@@ -235,7 +235,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     `line N: field: reason` on stderr, the others stored); 2: usage, config or I/O error."""
     from dispatcher.engine.runtime import Runtime
     from dispatcher.message.intake import MessageError, parse_payload
-    from queues.protocol import IdempotencyConflict, InvalidQueueInput, NewMessage
+    from queues.errors import IdempotencyConflict, InvalidQueueInput
+    from queues.protocol import NewMessage
 
     config = _load(args.config)
     # A line cannot hold a message under the size limit if it is much larger than it:
@@ -284,7 +285,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
                 try:
                     if isinstance(line, _TooLong):
                         raise MessageError(
-                            "payload", "too_large", f"the line is over {limit} bytes"
+                            field="payload",
+                            code="too_large",
+                            reason=f"the line is over {limit} bytes",
                         )
                     # parse_payload, not json.loads: duplicate keys, NaN, bad UTF-8, depth
                     # and number size are refused as the other entry points refuse them.

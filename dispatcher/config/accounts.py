@@ -36,7 +36,7 @@ def parse_accounts(
 ) -> tuple[AccountConfig, ...]:
     accounts = tuple(_parse_account(at, key_domains, pool_names) for at in top.tables(SECTION))
     if len({a.name for a in accounts}) != len(accounts):
-        raise ConfigError("accounts", "account names must be unique")
+        raise ConfigError(field="accounts", reason="account names must be unique")
     return accounts
 
 
@@ -44,25 +44,28 @@ def _parse_account(t: Table, key_domains: Set[str], pool_names: Sequence[str]) -
     name = t.text("name", required=True)
     doms_raw = t.raw("author_domains", [])
     if not isinstance(doms_raw, list) or not doms_raw:
-        raise ConfigError(t.key("author_domains"), "expected a non-empty list of domains")
+        raise ConfigError(
+            field=t.key("author_domains"), reason="expected a non-empty list of domains"
+        )
     author = tuple(
         check_domain(x, f"{t.key('author_domains')}[{i}]") for i, x in enumerate(doms_raw)
     )
     for i, dom in enumerate(author):
         if dom not in key_domains:
             raise ConfigError(
-                f"{t.key('author_domains')}[{i}]", f"no [[dkim.keys]] entry for author domain {dom}"
+                field=f"{t.key('author_domains')}[{i}]",
+                reason=f"no [[dkim.keys]] entry for author domain {dom}",
             )
     pool = t.text("pool", pool_names[0])
     if pool not in pool_names:
-        raise ConfigError(t.key("pool"), f"no pool named {pool!r}")
+        raise ConfigError(field=t.key("pool"), reason=f"no pool named {pool!r}")
     extra_raw = t.raw("pools", [])
     if not isinstance(extra_raw, list):
-        raise ConfigError(t.key("pools"), "expected a list of pool names")
+        raise ConfigError(field=t.key("pools"), reason="expected a list of pool names")
     extra: list[str] = []
     for i, p in enumerate(extra_raw):
         if not isinstance(p, str) or p not in pool_names:
-            raise ConfigError(f"{t.key('pools')}[{i}]", f"no pool named {p!r}")
+            raise ConfigError(field=f"{t.key('pools')}[{i}]", reason=f"no pool named {p!r}")
         extra.append(p)
     account = AccountConfig(
         name=name,

@@ -45,7 +45,9 @@ def parse_api(t: Table) -> ApiConfig:
     parse_route(listen, "api.listen")
     rate = t.number("rate_limit", d.rate_limit)
     if rate <= 0:
-        raise ConfigError("api.rate_limit", "must be above 0 (requests per second per key)")
+        raise ConfigError(
+            field="api.rate_limit", reason="must be above 0 (requests per second per key)"
+        )
     api = ApiConfig(
         listen=listen,
         max_request_bytes=t.integer("max_request_bytes", d.max_request_bytes, minimum=1024),
@@ -56,6 +58,8 @@ def parse_api(t: Table) -> ApiConfig:
         key_cache_ttl=t.duration("key_cache_ttl", d.key_cache_ttl),
     )
     if api.admin_key and len(api.admin_key) < 24:
-        raise ConfigError("api.admin_key", "must be at least 24 characters (or leave it empty)")
+        raise ConfigError(
+            field="api.admin_key", reason="must be at least 24 characters (or leave it empty)"
+        )
     t.done()
     return api

@@ -21,7 +21,7 @@ def parse_automation(top: Table) -> tuple[AutomationRule, ...]:
     for t in top.tables(SECTION):
         unknown = sorted(set(t.data) - set(SECTION.keys))
         if unknown:  # before "is required": a misspelt key is the better message
-            raise ConfigError(t.key(unknown[0]), "unknown key")
+            raise ConfigError(field=t.key(unknown[0]), reason="unknown key")
         raw_cat = t.raw("category")
         if raw_cat is None:
             cats: list[str] = []
@@ -30,13 +30,15 @@ def parse_automation(top: Table) -> tuple[AutomationRule, ...]:
         elif isinstance(raw_cat, list) and all(isinstance(c, str) for c in raw_cat):
             cats = list(raw_cat)
         else:
-            raise ConfigError(t.key("category"), "expected a category name or a list of them")
+            raise ConfigError(
+                field=t.key("category"), reason="expected a category name or a list of them"
+            )
         pattern = None if t.raw("match") is None else t.text("match")
         trigger = None if t.raw("trigger") is None else t.text("trigger")
         if not t.has("action"):
-            raise ConfigError(t.key("action"), "is required")
+            raise ConfigError(field=t.key("action"), reason="is required")
         if not t.has("duration"):
-            raise ConfigError(t.key("duration"), "is required")
+            raise ConfigError(field=t.key("duration"), reason="is required")
         try:
             rules.append(
                 AutomationRule.build(
@@ -51,6 +53,6 @@ def parse_automation(top: Table) -> tuple[AutomationRule, ...]:
                 )
             )
         except AutomationRuleError as e:
-            raise ConfigError(t.key(e.field), e.reason) from None
+            raise ConfigError(field=t.key(e.field), reason=e.reason) from None
         t.done()
     return tuple(rules)

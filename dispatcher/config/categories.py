@@ -18,7 +18,9 @@ def parse_categories(top: Table) -> CategoryTable:
     for ct in top.tables(SECTION):
         code = ct.raw("code")
         if code is not None and (isinstance(code, bool) or not isinstance(code, int | str)):
-            raise ConfigError(ct.key("code"), f'expected 550, "5xx" or "none", got {code!r}')
+            raise ConfigError(
+                field=ct.key("code"), reason=f'expected 550, "5xx" or "none", got {code!r}'
+            )
         enhanced = ct.text("enhanced") or None
         # Absent is no pattern; present but empty is refused by CategoryRule.build.
         pattern = None if ct.raw("match") is None else ct.text("match")
@@ -32,6 +34,6 @@ def parse_categories(top: Table) -> CategoryTable:
                 )
             )
         except CategoryRuleError as e:
-            raise ConfigError(ct.key(e.field), e.reason) from None
+            raise ConfigError(field=ct.key(e.field), reason=e.reason) from None
         ct.done()
     return CategoryTable(rules)

@@ -47,7 +47,9 @@ def parse_dispatch(t: Table) -> DispatchConfig:
     base = DispatchConfig()
     sched_raw = t.raw("retry_schedule", list(base.retry_schedule))
     if not isinstance(sched_raw, list) or not sched_raw:
-        raise ConfigError("dispatch.retry_schedule", "expected a non-empty list of durations")
+        raise ConfigError(
+            field="dispatch.retry_schedule", reason="expected a non-empty list of durations"
+        )
     dispatch = DispatchConfig(
         claim_batch=t.integer("claim_batch", base.claim_batch, minimum=1),
         max_sessions=t.integer("max_sessions", base.max_sessions, minimum=1),

@@ -67,7 +67,7 @@ def parse_dkim(t: Table, ctx: ParseContext) -> DkimConfig:
 def _parse_key(t: Table, ctx: ParseContext) -> DkimKeyConfig:
     sel = t.text("selector", required=True)
     if not _SELECTOR.fullmatch(sel):
-        raise ConfigError(t.key("selector"), f"not a valid selector: {sel!r}")
+        raise ConfigError(field=t.key("selector"), reason=f"not a valid selector: {sel!r}")
     key = DkimKeyConfig(
         domain=check_domain(t.text("domain", required=True), t.key("domain")),
         selector=sel,

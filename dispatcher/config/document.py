@@ -89,9 +89,9 @@ def load_config(path: str | Path) -> Config:
     try:
         raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError("", f"config file not found: {p}") from None
+        raise ConfigError(field="", reason=f"config file not found: {p}") from None
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError("", f"{p}: not valid TOML: {e}") from None
+        raise ConfigError(field="", reason=f"{p}: not valid TOML: {e}") from None
     return parse_config(raw, base_dir=p.resolve().parent, source=p.resolve())
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dispatcher.errors import InvalidInput
 
-class ConfigError(ValueError):
-    """A config value is missing or wrong; `key_path` names it (e.g. `pools[0].ips[1].address`)."""
+
+class ConfigError(InvalidInput):
+    """A config value is missing or wrong; `field` is its key path (`pools[0].ips[1].address`,
+    or "" for the file as a whole)."""
 
     code = "config_error"
 
-    def __init__(self, key_path: str, message: str) -> None:
-        super().__init__(f"{key_path}: {message}" if key_path else message)
-        self.key_path = key_path
-        self.reason = message
+    @property
+    def key_path(self) -> str:
+        """The key path in config.toml (the `field` of a config value)."""
+        return self.field

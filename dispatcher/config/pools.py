@@ -22,10 +22,10 @@ def parse_pools(top: Table, key_domains: Set[str]) -> tuple[PoolSpec, ...]:
     """Every pool; `key_domains` are the domains with a `[[dkim.keys]]` entry."""
     pools = tuple(_parse_pool(pt, key_domains) for pt in top.tables(SECTION))
     if not pools:
-        raise ConfigError("pools", "at least one [[pools]] entry is required")
+        raise ConfigError(field="pools", reason="at least one [[pools]] entry is required")
     names = [p.name for p in pools]
     if len(set(names)) != len(names):
-        raise ConfigError("pools", "pool names must be unique")
+        raise ConfigError(field="pools", reason="pool names must be unique")
     return pools
 
 
@@ -33,16 +33,22 @@ def _parse_pool(t: Table, key_domains: Set[str]) -> PoolSpec:
     name = t.text("name", required=True)
     ips = tuple(_parse_ip(it) for it in t.tables(IP_SECTION))
     if not ips:
-        raise ConfigError(t.key("ips"), "a pool needs at least one source IP")
+        raise ConfigError(field=t.key("ips"), reason="a pool needs at least one source IP")
     if len({ip.address for ip in ips}) != len(ips):
-        raise ConfigError(t.key("ips"), "the same address is listed twice")
+        raise ConfigError(field=t.key("ips"), reason="the same address is listed twice")
     doms = tuple(_parse_domain(dt, key_domains) for dt in t.tables(DOMAIN_SECTION))
     if not doms:
-        raise ConfigError(t.key("domains"), "a pool needs at least one platform sending domain")
+        raise ConfigError(
+            field=t.key("domains"), reason="a pool needs at least one platform sending domain"
+        )
     if not any(i.weight for i in ips):
-        raise ConfigError(t.key("ips"), "at least one source IP needs a weight above 0")
+        raise ConfigError(
+            field=t.key("ips"), reason="at least one source IP needs a weight above 0"
+        )
     if not any(d.weight for d in doms):
-        raise ConfigError(t.key("domains"), "at least one domain needs a weight above 0")
+        raise ConfigError(
+            field=t.key("domains"), reason="at least one domain needs a weight above 0"
+        )
     t.done()
     return PoolSpec(name=name, ips=ips, domains=doms)
 
@@ -52,7 +58,7 @@ def _parse_ip(t: Table) -> SourceIp:
     try:
         ipaddress.ip_address(addr)
     except ValueError:
-        raise ConfigError(t.key("address"), "not an IP address") from None
+        raise ConfigError(field=t.key("address"), reason="not an IP address") from None
     ehlo = check_domain(t.text("ehlo", required=True), t.key("ehlo"))
     weight = t.integer("weight", field_default(SourceIp, "weight"), minimum=0)
     state = t.choice("state", field_default(SourceIp, "state"))
@@ -64,7 +70,7 @@ def _parse_domain(t: Table, key_domains: Set[str]) -> PlatformDomain:
     dom = check_domain(t.text("domain", required=True), t.key("domain"))
     sign = t.flag("sign", field_default(PlatformDomain, "sign"))
     if sign and dom not in key_domains:
-        raise ConfigError(t.key("sign"), f"no [[dkim.keys]] entry for {dom}")
+        raise ConfigError(field=t.key("sign"), reason=f"no [[dkim.keys]] entry for {dom}")
     weight = t.integer("weight", field_default(PlatformDomain, "weight"), minimum=0)
     state = t.choice("state", field_default(PlatformDomain, "state"))
     t.done()

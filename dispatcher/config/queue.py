@@ -58,8 +58,8 @@ def parse_queue(t: Table, ctx: ParseContext) -> QueueConfig:
         lease_ttl=t.duration("lease_ttl", base.lease_ttl),
     )
     if queue.lease_ttl < 1.0:
-        raise ConfigError("queue.lease_ttl", "must be at least 1s")
+        raise ConfigError(field="queue.lease_ttl", reason="must be at least 1s")
     if queue.backend == Backend.POSTGRES and not queue.dsn:
-        raise ConfigError("queue.dsn", "is required when queue.backend is postgres")
+        raise ConfigError(field="queue.dsn", reason="is required when queue.backend is postgres")
     t.done()
     return queue

@@ -16,7 +16,7 @@ def parse_routes(t: Table) -> dict[str, tuple[Route, ...]]:
         dom = check_domain(dom_raw, key)
         vals = val if isinstance(val, list) else [val]
         if not vals:
-            raise ConfigError(key, "expected HOST:PORT or a list of them")
+            raise ConfigError(field=key, reason="expected HOST:PORT or a list of them")
         routes[dom] = tuple(parse_route(x, f"{key}[{i}]") for i, x in enumerate(vals))
         t.raw(dom_raw)
     t.done()

@@ -63,12 +63,15 @@ def _ambiguous(st: Table, default: Ambiguous) -> tuple[Ambiguous, float | None]:
     if isinstance(v, str) and v.strip().startswith(f"{Ambiguous.RELEASE.value}:"):
         after = parse_duration(v.split(":", 1)[1], st.key("ambiguous"))
         if after <= 0:
-            raise ConfigError(st.key("ambiguous"), "release delay must be positive")
+            raise ConfigError(field=st.key("ambiguous"), reason="release delay must be positive")
         return Ambiguous.RELEASE, after
     if v == Ambiguous.RELEASE.value:
-        raise ConfigError(st.key("ambiguous"), 'needs a delay: "release:DURATION" (e.g. 6h)')
+        raise ConfigError(
+            field=st.key("ambiguous"), reason='needs a delay: "release:DURATION" (e.g. 6h)'
+        )
     if v not in (Ambiguous.HOLD.value, Ambiguous.RETRY.value):
         raise ConfigError(
-            st.key("ambiguous"), f'must be "hold", "retry" or "release:DURATION"; got {v!r}'
+            field=st.key("ambiguous"),
+            reason=f'must be "hold", "retry" or "release:DURATION"; got {v!r}',
         )
     return Ambiguous(v), None

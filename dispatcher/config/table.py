@@ -73,7 +73,7 @@ class Table:
 
     def __init__(self, data: object, path: str, section: Section) -> None:
         if not isinstance(data, Mapping):
-            raise ConfigError(path, "expected a table")
+            raise ConfigError(field=path, reason="expected a table")
         self.data: Mapping[str, Any] = data
         self.path = path
         self.section = section
@@ -95,31 +95,33 @@ class Table:
     def text(self, name: str, default: str | None = None, *, required: bool = False) -> str:
         v = self.raw(name, default)
         if v is None and required:
-            raise ConfigError(self.key(name), "is required")
+            raise ConfigError(field=self.key(name), reason="is required")
         if v is None:
             return ""
         if not isinstance(v, str):
-            raise ConfigError(self.key(name), f"expected a string, got {type(v).__name__}")
+            raise ConfigError(
+                field=self.key(name), reason=f"expected a string, got {type(v).__name__}"
+            )
         return v
 
     def integer(self, name: str, default: int, *, minimum: int | None = None) -> int:
         v = self.raw(name, default)
         if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(self.key(name), f"expected an integer, got {v!r}")
+            raise ConfigError(field=self.key(name), reason=f"expected an integer, got {v!r}")
         if minimum is not None and v < minimum:
-            raise ConfigError(self.key(name), f"must be at least {minimum}")
+            raise ConfigError(field=self.key(name), reason=f"must be at least {minimum}")
         return v
 
     def number(self, name: str, default: float) -> float:
         v = self.raw(name, default)
         if isinstance(v, bool) or not isinstance(v, int | float):
-            raise ConfigError(self.key(name), f"expected a number, got {v!r}")
+            raise ConfigError(field=self.key(name), reason=f"expected a number, got {v!r}")
         return float(v)
 
     def flag(self, name: str, default: bool) -> bool:
         v = self.raw(name, default)
         if not isinstance(v, bool):
-            raise ConfigError(self.key(name), f"expected true or false, got {v!r}")
+            raise ConfigError(field=self.key(name), reason=f"expected true or false, got {v!r}")
         return v
 
     def duration(self, name: str, default: float | str) -> float:
@@ -133,7 +135,9 @@ class Table:
             return kind(v)
         except ValueError:
             choices = ", ".join(m.value for m in kind)
-            raise ConfigError(self.key(name), f"must be one of {choices}; got {v!r}") from None
+            raise ConfigError(
+                field=self.key(name), reason=f"must be one of {choices}; got {v!r}"
+            ) from None
 
     def table(self, section: Section) -> Table:
         """The child table `section` (absent = empty)."""
@@ -145,7 +149,7 @@ class Table:
         self._check_child(section)
         v = self.raw(section.name, [])
         if not isinstance(v, list):
-            raise ConfigError(self.key(section.name), "expected an array of tables")
+            raise ConfigError(field=self.key(section.name), reason="expected an array of tables")
         base = self.key(section.name)
         return [Table(item, f"{base}[{i}]", section) for i, item in enumerate(v)]
 
@@ -157,7 +161,7 @@ class Table:
         """Refuse keys nobody read; the first (sorted) is named."""
         extra = sorted(set(self.data) - self._seen)
         if extra:
-            raise ConfigError(self.key(extra[0]), "unknown key")
+            raise ConfigError(field=self.key(extra[0]), reason="unknown key")
         if not self.section.free_form:
             unread = set(self.section.keys) - self._seen
             if unread:

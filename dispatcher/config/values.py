@@ -26,42 +26,44 @@ class Route:
 def parse_duration(value: object, key_path: str) -> float:
     """`30`, `"30s"`, `"5m"`, `"7d"` -> seconds."""
     if isinstance(value, bool):
-        raise ConfigError(key_path, "expected a duration such as 30s, 5m or 7d")
+        raise ConfigError(field=key_path, reason="expected a duration such as 30s, 5m or 7d")
     if isinstance(value, int | float):
         if value < 0:
-            raise ConfigError(key_path, "must not be negative")
+            raise ConfigError(field=key_path, reason="must not be negative")
         return float(value)
     if isinstance(value, str):
         m = _DURATION.match(value)
         if m:
             return float(m.group(1)) * _UNITS[m.group(2)]
-    raise ConfigError(key_path, f"expected a duration such as 30s, 5m or 7d, got {value!r}")
+    raise ConfigError(
+        field=key_path, reason=f"expected a duration such as 30s, 5m or 7d, got {value!r}"
+    )
 
 
 def check_domain(value: object, key_path: str) -> str:
     """A lower-cased DNS name (IDNA-encoded when given in Unicode)."""
     if not isinstance(value, str) or not value:
-        raise ConfigError(key_path, "expected a domain name")
+        raise ConfigError(field=key_path, reason="expected a domain name")
     try:
         # UTS 46 / IDNA 2008 (as recipient domains): the stdlib codec is IDNA 2003.
         name = idna.encode(value.strip().lower(), uts46=True).decode("ascii")
     except (UnicodeError, idna.IDNAError):
-        raise ConfigError(key_path, f"not a valid domain name: {value!r}") from None
+        raise ConfigError(field=key_path, reason=f"not a valid domain name: {value!r}") from None
     if not _DOMAIN.match(name):
-        raise ConfigError(key_path, f"not a valid domain name: {value!r}")
+        raise ConfigError(field=key_path, reason=f"not a valid domain name: {value!r}")
     return name
 
 
 def parse_route(value: object, key_path: str) -> Route:
     """`HOST:PORT` (port 25 when absent; IPv6 literals in brackets) -> Route."""
     if not isinstance(value, str) or not value:
-        raise ConfigError(key_path, "expected HOST:PORT")
+        raise ConfigError(field=key_path, reason="expected HOST:PORT")
     host, sep, port_s = value.rpartition(":")
     if not sep:
         host, port_s = value, "25"
     host = host.strip("[]")
     if not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
-        raise ConfigError(key_path, f"expected HOST:PORT, got {value!r}")
+        raise ConfigError(field=key_path, reason=f"expected HOST:PORT, got {value!r}")
     return Route(host=host, port=int(port_s))
 
 
@@ -82,4 +84,6 @@ def parse_timestamp(value: object, key_path: str) -> float:
             )
         except ValueError:
             pass
-    raise ConfigError(key_path, f"expected a date-time such as 2026-01-01T00:00:00Z, got {value!r}")
+    raise ConfigError(
+        field=key_path, reason=f"expected a date-time such as 2026-01-01T00:00:00Z, got {value!r}"
+    )

@@ -25,7 +25,9 @@ SECTION = Section("verp", ("prefix", "secret_file"))
 def parse_verp(t: Table, ctx: ParseContext) -> VerpConfig:
     prefix = t.text("prefix", VerpConfig().prefix)
     if not re.fullmatch(r"[a-z0-9]{1,16}", prefix):
-        raise ConfigError("verp.prefix", "expected 1 to 16 lower-case letters or digits")
+        raise ConfigError(
+            field="verp.prefix", reason="expected 1 to 16 lower-case letters or digits"
+        )
     verp = VerpConfig(
         prefix=prefix, secret_file=ctx.resolve(t.text("secret_file", ctx.state_file(SECRET_FILE)))
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from dispatcher.errors import InvalidInput
+
 Header = tuple[bytes, bytes]  # (name as written, raw value with its folding and final CRLF)
 
 # (lower-case name, signed when absent). Every field present is over-signed: listed once more
@@ -45,14 +47,10 @@ _NAME_CHARS = bytes(range(0x21, 0x7F))
 _WSP = re.compile(rb"[\t ]+")
 
 
-class MessageFormatError(ValueError):
+class MessageFormatError(InvalidInput):
     """The message cannot be signed as it is; `field` names the header field (or "header")."""
 
     code = "dkim_message_format"
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 def split_message(message: bytes) -> tuple[list[Header], bytes]:
@@ -60,7 +58,7 @@ def split_message(message: bytes) -> tuple[list[Header], bytes]:
     if message.count(b"\n") != message.count(b"\r\n"):
         message = _EOL.sub(b"\r\n", message)
     if message.startswith(b"\r\n") or not message:
-        raise MessageFormatError("header", "the message has no header fields")
+        raise MessageFormatError(field="header", reason="the message has no header fields")
     end = message.find(b"\r\n\r\n")
     if end < 0:
         head = message[:-2] if message.endswith(b"\r\n") else message
@@ -71,13 +69,15 @@ def split_message(message: bytes) -> tuple[list[Header], bytes]:
     for n, line in enumerate(head.split(b"\r\n"), 1):
         if line[:1] in (b" ", b"\t"):
             if not headers:
-                raise MessageFormatError("header", "the first line is a continuation line")
+                raise MessageFormatError(
+                    field="header", reason="the first line is a continuation line"
+                )
             name, value = headers[-1]
             headers[-1] = (name, value + line + b"\r\n")
             continue
         name, sep, value = line.partition(b":")
         if not sep or not name or name.translate(None, _NAME_CHARS):
-            raise MessageFormatError("header", f"line {n} is not a header field")
+            raise MessageFormatError(field="header", reason=f"line {n} is not a header field")
         headers.append((name, value + b"\r\n"))
     return headers, body
 
@@ -144,7 +144,9 @@ def select_signed(headers: list[Header], canon: HeaderCanon) -> tuple[tuple[int,
             found.setdefault(name, []).append(h)
     n_from = len(found.get(b"from", ()))
     if n_from != 1:
-        raise MessageFormatError("From", f"a message needs exactly one From field, found {n_from}")
+        raise MessageFormatError(
+            field="From", reason=f"a message needs exactly one From field, found {n_from}"
+        )
     counts: list[int] = []
     parts: list[bytes] = []
     for name, when_absent in SIGNED_FIELDS:

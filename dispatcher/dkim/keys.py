@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, utils
 
 from dispatcher.config import ConfigError, DkimKeyConfig, check_domain
+from dispatcher.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -40,34 +41,32 @@ class DkimKeyError(ConfigError):
 
     code = "dkim_key_error"
 
-    def __init__(
-        self, key_path: str, reason: str, *, domain: str, selector: str, file: Path
-    ) -> None:
-        super().__init__(key_path, f"{domain} selector {selector} ({file}): {reason}")
+    def __init__(self, *, field: str, reason: str, domain: str, selector: str, file: Path) -> None:
         self.domain = domain
         self.selector = selector
         self.file = file
+        super().__init__(field=field, reason=f"{domain} selector {selector} ({file}): {reason}")
 
 
-class KeygenError(ValueError):
+class KeygenError(InvalidInput):
     """`keygen` was given a bad argument; `field` names it."""
 
     code = "dkim_keygen_error"
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
-
-class KeyFileExistsError(FileExistsError):
-    """A key file is already there: keys are never overwritten."""
+class KeyFileExistsError(InvalidInput, FileExistsError):
+    """A key file is already there (`field` "out_dir"): keys are never overwritten."""
 
     code = "dkim_key_exists"
 
     def __init__(self, path: Path) -> None:
-        super().__init__(f"key file already exists, refusing to overwrite it: {path}")
-        self.field = "out_dir"
         self.path = path
+        super().__init__(
+            field="out_dir", reason=f"key file already exists, refusing to overwrite it: {path}"
+        )
+
+    def _text(self) -> str:
+        return self.reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +177,11 @@ def check_key(cfg: DkimKeyConfig, key: PrivateKey) -> None:
 
     def fail(suffix: str, reason: str) -> DkimKeyError:
         return DkimKeyError(
-            cfg.key_path + suffix, reason, domain=cfg.domain, selector=cfg.selector, file=cfg.file
+            field=cfg.key_path + suffix,
+            reason=reason,
+            domain=cfg.domain,
+            selector=cfg.selector,
+            file=cfg.file,
         )
 
     actual = "rsa" if isinstance(key, rsa.RSAPrivateKey) else "ed25519"
@@ -227,7 +230,11 @@ def read_key(cfg: DkimKeyConfig) -> PrivateKey:
 
     def fail(reason: str) -> DkimKeyError:
         return DkimKeyError(
-            cfg.key_path + ".file", reason, domain=cfg.domain, selector=cfg.selector, file=cfg.file
+            field=cfg.key_path + ".file",
+            reason=reason,
+            domain=cfg.domain,
+            selector=cfg.selector,
+            file=cfg.file,
         )
 
     try:
@@ -309,14 +316,15 @@ def keygen(
     try:
         domain = check_domain(domain, "domain")
     except ConfigError as e:
-        raise KeygenError("domain", e.reason) from None
+        raise KeygenError(field="domain", reason=e.reason) from None
     if not _SELECTOR.fullmatch(selector):
-        raise KeygenError("selector", f"not a valid selector: {selector!r}")
+        raise KeygenError(field="selector", reason=f"not a valid selector: {selector!r}")
     if key_type not in ("rsa", "ed25519"):
-        raise KeygenError("key_type", f"must be rsa or ed25519, got {key_type!r}")
+        raise KeygenError(field="key_type", reason=f"must be rsa or ed25519, got {key_type!r}")
     if key_type == "rsa" and not (MIN_RSA_BITS <= bits <= MAX_RSA_BITS and bits % 256 == 0):
         raise KeygenError(
-            "bits", f"must be a multiple of 256 from {MIN_RSA_BITS} to {MAX_RSA_BITS}, got {bits}"
+            field="bits",
+            reason=f"must be a multiple of 256 from {MIN_RSA_BITS} to {MAX_RSA_BITS}, got {bits}",
         )
     path = Path(out_dir) / f"{domain}.{selector}.pem"
     if path.exists():

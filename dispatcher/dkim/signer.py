@@ -34,6 +34,7 @@ from dispatcher.dkim.keys import (
     SigningKey,
 )
 from dispatcher.dkim.store import KeyStore
+from dispatcher.errors import InvalidInput
 
 __all__ = ["DkimSignError", "DkimSigner", "MessageFormatError"]
 
@@ -48,13 +49,10 @@ _T = b"\x00" * 10
 _BH = b"\x01" * 44
 
 
-class DkimSignError(ValueError):
+class DkimSignError(InvalidInput):
     """A message cannot be signed for the domains asked; `field` is "domains"."""
 
-    def __init__(self, code: str, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.code = code
-        self.field = field
+    code = "dkim_sign_error"
 
 
 def _fold(first: bytes, tokens: Sequence[bytes], sep: bytes) -> bytes:
@@ -114,8 +112,8 @@ class DkimSigner:
         header_c, _, body_c = canonicalization.partition("/")
         if header_c not in HEADER_CANON or body_c not in BODY_CANON:
             raise ConfigError(
-                "dkim.canonicalization",
-                f"expected relaxed|simple/relaxed|simple, got {canonicalization!r}",
+                field="dkim.canonicalization",
+                reason=f"expected relaxed|simple/relaxed|simple, got {canonicalization!r}",
             )
         self._keys = keys
         self._header_canon = HEADER_CANON[header_c]
@@ -138,7 +136,9 @@ class DkimSigner:
 
     def _keys_for(self, domains: Sequence[str], now: float) -> list[SigningKey]:
         if not domains:
-            raise DkimSignError("no_domains", "domains", "at least the author domain is required")
+            raise DkimSignError(
+                code="no_domains", field="domains", reason="at least the author domain is required"
+            )
         out: list[SigningKey] = []
         seen: set[str] = set()
         for raw in domains:
@@ -150,15 +150,21 @@ class DkimSigner:
             if not active:
                 if domain in self._keys.domains():
                     raise DkimSignError(
-                        "no_active_key", "domains", f"no key of {domain} is active yet"
+                        code="no_active_key",
+                        field="domains",
+                        reason=f"no key of {domain} is active yet",
                     )
                 raise DkimSignError(
-                    "unknown_domain", "domains", f"no DKIM key configured for {domain}"
+                    code="unknown_domain",
+                    field="domains",
+                    reason=f"no DKIM key configured for {domain}",
                 )
             if active[0].key_type != "rsa" and domain in self._rsa_domains:
                 # Ed25519 alone is ignored by most receivers: that would be unsigned mail.
                 raise DkimSignError(
-                    "no_active_key", "domains", f"no RSA key of {domain} is active yet"
+                    code="no_active_key",
+                    field="domains",
+                    reason=f"no RSA key of {domain} is active yet",
                 )
             out.extend(active)
         return out

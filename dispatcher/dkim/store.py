@@ -23,7 +23,11 @@ from dispatcher.dkim.keys import (
 
 def _error(cfg: DkimKeyConfig, suffix: str, reason: str) -> DkimKeyError:
     return DkimKeyError(
-        cfg.key_path + suffix, reason, domain=cfg.domain, selector=cfg.selector, file=cfg.file
+        field=cfg.key_path + suffix,
+        reason=reason,
+        domain=cfg.domain,
+        selector=cfg.selector,
+        file=cfg.file,
     )
 
 

@@ -32,6 +32,7 @@ from dispatcher.engine.group_commit import MarkWriter, OutcomeWriter
 from dispatcher.engine.lane import Attempt, Lane, LaneSettings, Work
 from dispatcher.engine.outcomes import Classifier, Verdict
 from dispatcher.engine.stop_points import reached
+from dispatcher.errors import MaildispatchError
 from dispatcher.message.verp import Verp
 from dispatcher.routing.router import Resolution, RouteKind, Router
 from dispatcher.telemetry.metrics import Metrics
@@ -42,11 +43,11 @@ from ip_pools.counters import ANY_PROVIDER
 from ip_pools.model import SENDING_STATES
 from ip_pools.pools import NoSourceAvailable
 from ip_pools.providers import site_key
+from queues.errors import LeaseLost
 from queues.protocol import (
     ClaimedMessage,
     Event,
     Lease,
-    LeaseLost,
     MessageState,
     OutcomeRecord,
     Queue,
@@ -82,12 +83,10 @@ class RunStats:
         return (self.finished or time.monotonic()) - self.started
 
 
-class EngineStopped(RuntimeError):
+class EngineStopped(MaildispatchError, RuntimeError):
     """A side task of the engine died; `code` says which."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+    code = "engine_stopped"
 
 
 class Engine:
@@ -174,7 +173,7 @@ class Engine:
                     exc = task.exception()
                     log.error("engine side task %s died: %r", task.get_name(), exc)
                     stop.set()
-                    raise EngineStopped(task.get_name(), f"{task.get_name()} died: {exc!r}")
+                    raise EngineStopped(f"{task.get_name()} died: {exc!r}", code=task.get_name())
             if claim in done:
                 claim.result()
         finally:

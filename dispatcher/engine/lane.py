@@ -263,7 +263,13 @@ class Lane:
                             text = f"internal error: {type(e).__name__}"
                             attempt = Attempt(
                                 work,
-                                SendResult(phase, None, text, session.dot_written, False),
+                                SendResult(
+                                    phase,
+                                    None,
+                                    text,
+                                    dot_written=session.dot_written,
+                                    reusable=False,
+                                ),
                                 host.name,
                             )
                         finally:

@@ -38,7 +38,7 @@ class Rule:
 
     verdict: Verdict
     reply: str = "any"  # "none" (no reply), "2xx", "4xx", "5xx" or "any"
-    phases: frozenset[str] = frozenset()
+    phases: frozenset[Phase] = frozenset()
     enhanced: str | None = None
     code: int | None = None
     suppress: bool = False  # add the recipient to the suppression list

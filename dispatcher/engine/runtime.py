@@ -116,7 +116,7 @@ class Runtime:
             try:
                 out.append(self.factory.build(payload, now=now))
             except MessageError as e:
-                e.index = i  # type: ignore[attr-defined]
+                e.index = i
                 raise
         return out
 

@@ -26,6 +26,7 @@ from typing import Any
 import idna
 
 from dispatcher.config import AccountConfig, Config, ConfigError, StreamConfig, check_domain
+from dispatcher.errors import InvalidInput
 from dispatcher.message.render import (
     MAX_LINE,
     Body,
@@ -41,21 +42,22 @@ from dispatcher.message.verp import Verp
 from queues.protocol import NewMessage
 
 
-class MessageError(ValueError):
+class MessageError(InvalidInput):
     """An enqueue payload is refused.
 
     `field` is the key path in the JSON (`to`, `headers.X-Foo`, `unsubscribe.url`, or
     `payload` for the document itself); `code` is one of: required, invalid, unknown_field,
-    duplicate, forbidden_header, too_long, too_large, domain_not_allowed, pool_not_allowed.
+    duplicate, forbidden_header, too_long, too_large, domain_not_allowed, pool_not_allowed;
+    `index` is the payload's position when a batch was refused.
     """
 
-    def __init__(self, field: str, code: str, message: str) -> None:
+    code = "invalid"
+
+    def _text(self) -> str:
         # The path may hold the hostile key itself: keep the text printable and short.
-        shown = field if field.isprintable() and len(field) <= 80 else _short(field)
-        super().__init__(f"{shown}: {message}")
-        self.field = field
-        self.code = code
-        self.reason = message
+        f = self.field
+        shown = f if f.isprintable() and len(f) <= 80 else _short(f)
+        return f"{shown}: {self.reason}"
 
 
 FIELDS = frozenset(
@@ -181,29 +183,37 @@ def parse_payload(raw: bytes | str, *, max_bytes: int | None = None) -> dict[str
     path, code "duplicate"). Depth and size are checked before the decoder runs."""
 
     def no_constants(name: str) -> object:
-        raise MessageError("payload", "invalid", f"{name} is not valid JSON")
+        raise MessageError(field="payload", code="invalid", reason=f"{name} is not valid JSON")
 
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if max_bytes is not None and len(data) > max_bytes:
-        raise MessageError("payload", "too_large", f"the document is over {max_bytes} bytes")
+        raise MessageError(
+            field="payload", code="too_large", reason=f"the document is over {max_bytes} bytes"
+        )
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise MessageError("payload", "invalid", f"not valid UTF-8 at byte {e.start}") from None
+        raise MessageError(
+            field="payload", code="invalid", reason=f"not valid UTF-8 at byte {e.start}"
+        ) from None
     if json_depth(data) > MAX_JSON_DEPTH:
         raise MessageError(
-            "payload", "invalid", f"arrays and objects nested more than {MAX_JSON_DEPTH} deep"
+            field="payload",
+            code="invalid",
+            reason=f"arrays and objects nested more than {MAX_JSON_DEPTH} deep",
         )
     try:
         doc = json.loads(
             text, object_pairs_hook=_Pairs, parse_constant=no_constants, parse_int=_parse_int
         )
     except json.JSONDecodeError as e:
-        raise MessageError("payload", "invalid", f"not valid JSON: {e.msg} at {e.pos}") from None
+        raise MessageError(
+            field="payload", code="invalid", reason=f"not valid JSON: {e.msg} at {e.pos}"
+        ) from None
     except RecursionError:  # cannot happen below MAX_JSON_DEPTH; never a traceback
-        raise MessageError("payload", "invalid", "nested too deep") from None
+        raise MessageError(field="payload", code="invalid", reason="nested too deep") from None
     if not isinstance(doc, _Pairs):
-        raise MessageError("payload", "invalid", "expected a JSON object")
+        raise MessageError(field="payload", code="invalid", reason="expected a JSON object")
     result = _unpair(doc, "")
     assert isinstance(result, dict)
     return result
@@ -215,7 +225,7 @@ def _unpair(value: object, path: str) -> object:
         for key, item in value:
             sub = f"{path}.{key}" if path else key
             if key in out:
-                raise MessageError(sub, "duplicate", "the key appears twice")
+                raise MessageError(field=sub, code="duplicate", reason="the key appears twice")
             out[key] = _unpair(item, sub)
         return out
     if isinstance(value, list):
@@ -234,29 +244,33 @@ def _short(value: object) -> str:
 def _check_text(value: str, name: str) -> None:
     """No CR, LF, NUL or other control characters; valid UTF-8 (no lone surrogates)."""
     if "\r" in value or "\n" in value or "\x00" in value:
-        raise MessageError(name, "invalid", "must not contain CR, LF or NUL")
+        raise MessageError(field=name, code="invalid", reason="must not contain CR, LF or NUL")
     if _CONTROLS.search(value):
-        raise MessageError(name, "invalid", "must not contain control characters")
+        raise MessageError(field=name, code="invalid", reason="must not contain control characters")
     if not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise MessageError(name, "invalid", "is not valid UTF-8 (lone surrogate)") from None
+            raise MessageError(
+                field=name, code="invalid", reason="is not valid UTF-8 (lone surrogate)"
+            ) from None
 
 
 def _optional(payload: Mapping[str, object], name: str) -> str | None:
     value = payload.get(name)
     if value is not None and not isinstance(value, str):
-        raise MessageError(name, "invalid", f"expected a string, got {type(value).__name__}")
+        raise MessageError(
+            field=name, code="invalid", reason=f"expected a string, got {type(value).__name__}"
+        )
     return value
 
 
 def _required(payload: Mapping[str, object], name: str) -> str:
     value = _optional(payload, name)
     if value is None:
-        raise MessageError(name, "required", "is required")
+        raise MessageError(field=name, code="required", reason="is required")
     if not value.strip():
-        raise MessageError(name, "required", "must not be empty")
+        raise MessageError(field=name, code="required", reason="must not be empty")
     return value
 
 
@@ -266,52 +280,68 @@ def parse_mailbox(value: object, name: str) -> Mailbox:
     Refuses groups, lists, comments, quoted local parts, domain literals and anything that
     could hide a second address. The domain comes back as a lower-case A-label."""
     if value is None:
-        raise MessageError(name, "required", "is required")
+        raise MessageError(field=name, code="required", reason="is required")
     if isinstance(value, list):
-        raise MessageError(name, "invalid", "expected exactly one address (a string), got a list")
+        raise MessageError(
+            field=name, code="invalid", reason="expected exactly one address (a string), got a list"
+        )
     if not isinstance(value, str):
         raise MessageError(
-            name, "invalid", f"expected an address string, got {type(value).__name__}"
+            field=name,
+            code="invalid",
+            reason=f"expected an address string, got {type(value).__name__}",
         )
     if not value.strip():
-        raise MessageError(name, "required", "must not be empty")
+        raise MessageError(field=name, code="required", reason="must not be empty")
     _check_text(value, name)
     text = value.strip()
     display = ""
     if text.endswith(">"):
         lt = text.rfind("<")
         if lt < 0:
-            raise MessageError(name, "invalid", "unbalanced angle brackets")
+            raise MessageError(field=name, code="invalid", reason="unbalanced angle brackets")
         display = _display_name(text[:lt].strip(), name)
         addr = text[lt + 1 : -1]
     else:
         addr = text
     if addr.count("@") > 1 or "," in addr or ";" in addr:
-        raise MessageError(name, "invalid", "expected exactly one address")
+        raise MessageError(field=name, code="invalid", reason="expected exactly one address")
     local, at, domain_in = addr.partition("@")
     if not at:
-        raise MessageError(name, "invalid", f"not an address (no @): {_short(addr)}")
+        raise MessageError(
+            field=name, code="invalid", reason=f"not an address (no @): {_short(addr)}"
+        )
     if not local:
-        raise MessageError(name, "invalid", "the local part before @ is empty")
+        raise MessageError(field=name, code="invalid", reason="the local part before @ is empty")
     if local.startswith('"'):
-        raise MessageError(name, "invalid", "quoted local parts are not accepted")
+        raise MessageError(field=name, code="invalid", reason="quoted local parts are not accepted")
     if not _LOCAL.fullmatch(local) or not all(c.isascii() or c.isprintable() for c in local):
-        raise MessageError(name, "invalid", f"not a valid local part: {_short(local)}")
+        raise MessageError(
+            field=name, code="invalid", reason=f"not a valid local part: {_short(local)}"
+        )
     if "=?" in local:
         # Legal atext, but readers decode it as an encoded-word: a spoofing device.
-        raise MessageError(name, "invalid", "the local part must not contain '=?'")
+        raise MessageError(
+            field=name, code="invalid", reason="the local part must not contain '=?'"
+        )
     if len(local.encode("utf-8")) > 64:
-        raise MessageError(name, "too_long", "the local part is longer than 64 octets")
+        raise MessageError(
+            field=name, code="too_long", reason="the local part is longer than 64 octets"
+        )
     if domain_in.startswith("["):
-        raise MessageError(name, "invalid", "address literals are not accepted")
+        raise MessageError(field=name, code="invalid", reason="address literals are not accepted")
     rewrite = idna_rewrite(domain_in)
     if rewrite is not None:
-        raise MessageError(name, "invalid", rewrite)
+        raise MessageError(field=name, code="invalid", reason=rewrite)
     domain = _domain(domain_in) if domain_in == domain_in.strip() else None
     if domain is None:
-        raise MessageError(name, "invalid", f"not a valid domain: {_short(domain_in)}")
+        raise MessageError(
+            field=name, code="invalid", reason=f"not a valid domain: {_short(domain_in)}"
+        )
     if len(local.encode("utf-8")) + 1 + len(domain) > 254:
-        raise MessageError(name, "too_long", "the address is longer than 254 octets")
+        raise MessageError(
+            field=name, code="too_long", reason="the address is longer than 254 octets"
+        )
     return Mailbox(local=local, domain=domain, display_name=display)
 
 
@@ -380,20 +410,22 @@ def _display_name(text: str, name: str) -> str:
     if text.startswith('"'):
         m = _QUOTED.fullmatch(text)
         if not m:
-            raise MessageError(name, "invalid", "badly quoted display name")
+            raise MessageError(field=name, code="invalid", reason="badly quoted display name")
         result = re.sub(r"\\(.)", r"\1", m.group(1), flags=re.DOTALL)
     else:
         bad = _UNQUOTED_SPECIALS.intersection(text)
         if bad:
             raise MessageError(
-                name,
-                "invalid",
-                f"display name has special characters {''.join(sorted(bad))!r}: quote it",
+                field=name,
+                code="invalid",
+                reason=f"display name has special characters {''.join(sorted(bad))!r}: quote it",
             )
         result = text
     result = result.strip()
     if len(result) > MAX_DISPLAY_NAME:
-        raise MessageError(name, "too_long", f"display name longer than {MAX_DISPLAY_NAME}")
+        raise MessageError(
+            field=name, code="too_long", reason=f"display name longer than {MAX_DISPLAY_NAME}"
+        )
     return result
 
 
@@ -401,89 +433,113 @@ def _timestamp(value: object, name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise MessageError(name, "invalid", "expected ISO 8601 date-time or epoch seconds")
+        raise MessageError(
+            field=name, code="invalid", reason="expected ISO 8601 date-time or epoch seconds"
+        )
     if isinstance(value, int | float):
         # Compared before float(): a 400-digit integer would overflow the conversion.
         if isinstance(value, float) and not math.isfinite(value):
-            raise MessageError(name, "invalid", "expected positive epoch seconds")
+            raise MessageError(field=name, code="invalid", reason="expected positive epoch seconds")
         if not 0 < value <= MAX_TIMESTAMP:
             raise MessageError(
-                name, "invalid", f"expected positive epoch seconds up to {MAX_TIMESTAMP:.0f}"
+                field=name,
+                code="invalid",
+                reason=f"expected positive epoch seconds up to {MAX_TIMESTAMP:.0f}",
             )
         return float(value)
     if isinstance(value, BigNumber):
-        raise MessageError(name, "invalid", f"expected epoch seconds, got {value!r}")
+        raise MessageError(
+            field=name, code="invalid", reason=f"expected epoch seconds, got {value!r}"
+        )
     if isinstance(value, str):
         try:
             when = dt.datetime.fromisoformat(value)
         except ValueError:
             raise MessageError(
-                name, "invalid", f"not an ISO 8601 date-time: {_short(value)}"
+                field=name, code="invalid", reason=f"not an ISO 8601 date-time: {_short(value)}"
             ) from None
         if when.tzinfo is None:
-            raise MessageError(name, "invalid", "needs a time zone, e.g. 2026-01-01T09:00:00Z")
+            raise MessageError(
+                field=name, code="invalid", reason="needs a time zone, e.g. 2026-01-01T09:00:00Z"
+            )
         return when.timestamp()
-    raise MessageError(name, "invalid", "expected ISO 8601 date-time or epoch seconds")
+    raise MessageError(
+        field=name, code="invalid", reason="expected ISO 8601 date-time or epoch seconds"
+    )
 
 
 def _json_value(value: object, path: str, depth: int = 0) -> None:
     """JSON types only, valid UTF-8, finite numbers: so the canonical hash is defined."""
     if depth > 32:
         top = re.split(r"[.\[]", path, maxsplit=1)[0]
-        raise MessageError(top, "invalid", "nested more than 32 levels deep")
+        raise MessageError(field=top, code="invalid", reason="nested more than 32 levels deep")
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, int):
         if not -(2**63) <= value < 2**64:  # what every JSON reader can hold; hashable
-            raise MessageError(path, "invalid", "integer out of range (64 bits)")
+            raise MessageError(field=path, code="invalid", reason="integer out of range (64 bits)")
     elif isinstance(value, BigNumber):
-        raise MessageError(path, "invalid", f"integer out of range: {value!r}")
+        raise MessageError(field=path, code="invalid", reason=f"integer out of range: {value!r}")
     elif isinstance(value, float):
         if not math.isfinite(value):
-            raise MessageError(path, "invalid", "numbers must be finite")
+            raise MessageError(field=path, code="invalid", reason="numbers must be finite")
     elif isinstance(value, str):
         if not value.isascii():
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                raise MessageError(path, "invalid", "is not valid UTF-8 (lone surrogate)") from None
+                raise MessageError(
+                    field=path, code="invalid", reason="is not valid UTF-8 (lone surrogate)"
+                ) from None
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _json_value(item, f"{path}[{i}]", depth + 1)
     elif isinstance(value, Mapping):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise MessageError(path, "invalid", "object keys must be strings")
+                raise MessageError(field=path, code="invalid", reason="object keys must be strings")
             _json_value(key, f"{path}.{key}", depth + 1)
             _json_value(item, f"{path}.{key}", depth + 1)
     else:
-        raise MessageError(path, "invalid", f"not a JSON value: {type(value).__name__}")
+        raise MessageError(
+            field=path, code="invalid", reason=f"not a JSON value: {type(value).__name__}"
+        )
 
 
 def _extra_headers(value: object) -> list[tuple[str, str]]:
     if value is None:
         return []
     if not isinstance(value, Mapping):
-        raise MessageError("headers", "invalid", "expected an object of header fields")
+        raise MessageError(
+            field="headers", code="invalid", reason="expected an object of header fields"
+        )
     if len(value) > MAX_EXTRA_HEADERS:
-        raise MessageError("headers", "too_large", f"more than {MAX_EXTRA_HEADERS} header fields")
+        raise MessageError(
+            field="headers", code="too_large", reason=f"more than {MAX_EXTRA_HEADERS} header fields"
+        )
     out: list[tuple[str, str]] = []
     seen: set[str] = set()
     for hname, hvalue in value.items():
         path = f"headers.{hname}"
         if not isinstance(hname, str) or not _FIELD_NAME.fullmatch(hname):
-            raise MessageError(path, "invalid", "not a valid header field name")
+            raise MessageError(field=path, code="invalid", reason="not a valid header field name")
         lower = hname.lower()
         if lower in OWNED_HEADERS or lower.startswith(_OWNED_PREFIXES):
-            raise MessageError(path, "forbidden_header", f"{hname} is set by the engine")
+            raise MessageError(
+                field=path, code="forbidden_header", reason=f"{hname} is set by the engine"
+            )
         if lower in seen:
-            raise MessageError(path, "duplicate", "the field is given twice (names ignore case)")
+            raise MessageError(
+                field=path, code="duplicate", reason="the field is given twice (names ignore case)"
+            )
         seen.add(lower)
         if not isinstance(hvalue, str):
-            raise MessageError(path, "invalid", "expected a string value")
+            raise MessageError(field=path, code="invalid", reason="expected a string value")
         _check_text(hvalue.replace("\t", " "), path)
         if len(hvalue) > MAX_HEADER_VALUE:
-            raise MessageError(path, "too_long", f"longer than {MAX_HEADER_VALUE} characters")
+            raise MessageError(
+                field=path, code="too_long", reason=f"longer than {MAX_HEADER_VALUE} characters"
+            )
         out.append((hname, hvalue))
     return out
 
@@ -493,10 +549,14 @@ def _unsubscribe(value: object) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, Mapping):
-        raise MessageError("unsubscribe", "invalid", "expected an object with url and/or mailto")
+        raise MessageError(
+            field="unsubscribe", code="invalid", reason="expected an object with url and/or mailto"
+        )
     for key in value:
         if key not in ("url", "mailto"):
-            raise MessageError(f"unsubscribe.{key}", "unknown_field", "unknown field")
+            raise MessageError(
+                field=f"unsubscribe.{key}", code="unknown_field", reason="unknown field"
+            )
     uris: list[str] = []
     mailto = value.get("mailto")
     if mailto is not None:
@@ -505,39 +565,41 @@ def _unsubscribe(value: object) -> list[str]:
     if url is not None:
         uris.append(_https_url(url))
     if not uris:
-        raise MessageError("unsubscribe", "invalid", "needs url or mailto")
+        raise MessageError(field="unsubscribe", code="invalid", reason="needs url or mailto")
     return uris
 
 
 def _mailto(value: object) -> str:
     name = "unsubscribe.mailto"
     if not isinstance(value, str):
-        raise MessageError(name, "invalid", "expected a string")
+        raise MessageError(field=name, code="invalid", reason="expected a string")
     _check_text(value, name)
     if len(value) > MAX_URL:
-        raise MessageError(name, "too_long", f"longer than {MAX_URL} characters")
+        raise MessageError(field=name, code="too_long", reason=f"longer than {MAX_URL} characters")
     text = value[7:] if value[:7].lower() == "mailto:" else value
     addr, _, query = text.partition("?")
     mb = parse_mailbox(addr, name)
     if mb.display_name or not mb.local.isascii():
-        raise MessageError(name, "invalid", "expected a plain ASCII address")
+        raise MessageError(field=name, code="invalid", reason="expected a plain ASCII address")
     if query and not re.fullmatch(r"[A-Za-z0-9\-._~%!$&'()*+;=:@/?]*", query):
-        raise MessageError(name, "invalid", "query must be percent-encoded ASCII")
+        raise MessageError(field=name, code="invalid", reason="query must be percent-encoded ASCII")
     return f"mailto:{mb.address}" + (f"?{query}" if query else "")
 
 
 def _https_url(value: object) -> str:
     name = "unsubscribe.url"
     if not isinstance(value, str):
-        raise MessageError(name, "invalid", "expected a string")
+        raise MessageError(field=name, code="invalid", reason="expected a string")
     _check_text(value, name)
     if len(value) > MAX_URL:
-        raise MessageError(name, "too_long", f"longer than {MAX_URL} characters")
+        raise MessageError(field=name, code="too_long", reason=f"longer than {MAX_URL} characters")
     if not _URL.fullmatch(value) or "<" in value or ">" in value:
-        raise MessageError(name, "invalid", "expected an https:// URL in ASCII (percent-encoded)")
+        raise MessageError(
+            field=name, code="invalid", reason="expected an https:// URL in ASCII (percent-encoded)"
+        )
     host = value[8:].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rsplit(":", 1)[0]
     if _domain(host) is None:
-        raise MessageError(name, "invalid", f"not a valid host: {_short(host)}")
+        raise MessageError(field=name, code="invalid", reason=f"not a valid host: {_short(host)}")
     # RFC 2369: literal commas in the URLs of this field must be encoded.
     return value.replace(",", "%2C")
 
@@ -634,7 +696,9 @@ class MessageFactory:
         try:
             digest = payload_hash(payload)
         except (TypeError, ValueError, UnicodeEncodeError):
-            raise MessageError("payload", "invalid", "cannot be hashed as JSON") from None
+            raise MessageError(
+                field="payload", code="invalid", reason="cannot be hashed as JSON"
+            ) from None
         return NewMessage(
             id=message_id,
             account=f.account.name,
@@ -660,10 +724,12 @@ class MessageFactory:
         self, payload: Mapping[str, object], now: float, account: AccountConfig | None = None
     ) -> _Fields:
         if not isinstance(payload, Mapping):
-            raise MessageError("payload", "invalid", "expected a JSON object")
+            raise MessageError(field="payload", code="invalid", reason="expected a JSON object")
         unknown = [k for k in payload if k not in FIELDS]
         if unknown:
-            raise MessageError(sorted(map(str, unknown))[0], "unknown_field", "unknown field")
+            raise MessageError(
+                field=sorted(map(str, unknown))[0], code="unknown_field", reason="unknown field"
+            )
         # The API passes the account its key belongs to (from the store); the CLI and the
         # Python API name a configured one in the payload.
         account = account or self._account(payload)
@@ -671,9 +737,9 @@ class MessageFactory:
         sender = _sender_mailbox(_required(payload, "from"), "from")
         if sender.domain not in account.author_domains:
             raise MessageError(
-                "from",
-                "domain_not_allowed",
-                f"{sender.domain} is not an author domain of account {account.name!r}",
+                field="from",
+                code="domain_not_allowed",
+                reason=f"{sender.domain} is not an author domain of account {account.name!r}",
             )
         rcpt = parse_mailbox(payload.get("to"), "to")
         reply_raw = payload.get("reply_to")
@@ -686,10 +752,12 @@ class MessageFactory:
         text = _optional(payload, "text") or None
         html = _optional(payload, "html") or None
         if text is None and html is None:
-            raise MessageError("text", "required", "text or html is required")
+            raise MessageError(field="text", code="required", reason="text or html is required")
         # Refuse oversized bodies before encoding them: rendering never shrinks the text.
         if len(text or "") + len(html or "") > self.max_message_bytes:
-            raise MessageError(_bigger(text, html), "too_large", self._too_large())
+            raise MessageError(
+                field=_bigger(text, html), code="too_large", reason=self._too_large()
+            )
         extra = _extra_headers(payload.get("headers"))
         stream = self._stream(payload)
         unsubscribe = _unsubscribe(payload.get("unsubscribe"))
@@ -699,7 +767,9 @@ class MessageFactory:
             and not account.allow_broadcast_without_unsubscribe
         ):
             raise MessageError(
-                "unsubscribe", "required", f"the {stream.name} stream requires an unsubscribe link"
+                field="unsubscribe",
+                code="required",
+                reason=f"the {stream.name} stream requires an unsubscribe link",
             )
         _metadata(payload.get("metadata"))
         due_at, expires_at = _times(payload, stream, now)
@@ -753,7 +823,9 @@ class MessageFactory:
                     bodies.append(encode_body(content, subtype))
                 except UnicodeEncodeError:
                     raise MessageError(
-                        part_name, "invalid", "is not valid UTF-8 (lone surrogate)"
+                        field=part_name,
+                        code="invalid",
+                        reason="is not valid UTF-8 (lone surrogate)",
                     ) from None
         header_block = "".join(head)
         body = assemble(header_block, bodies, utf8=smtputf8)
@@ -763,13 +835,13 @@ class MessageFactory:
         if longest > MAX_LINE:
             shown = line_name.decode("utf-8", "replace")
             raise MessageError(
-                _header_field(line_name, f.extra_headers),
-                "too_long",
-                f"the {shown} header line would be {longest} octets (at most {MAX_LINE})",
+                field=_header_field(line_name, f.extra_headers),
+                code="too_long",
+                reason=f"the {shown} header line would be {longest} octets (at most {MAX_LINE})",
             )
         if len(body) > self.max_message_bytes:
             culprit = "headers" if len(header_block) > len(body) // 2 else _bigger(f.text, f.html)
-            raise MessageError(culprit, "too_large", self._too_large())
+            raise MessageError(field=culprit, code="too_large", reason=self._too_large())
         return body
 
     def _too_large(self) -> str:
@@ -779,7 +851,9 @@ class MessageFactory:
         name = _required(payload, "account")
         account = self.accounts.get(name)
         if account is None:
-            raise MessageError("account", "invalid", f"no account named {_short(name)}")
+            raise MessageError(
+                field="account", code="invalid", reason=f"no account named {_short(name)}"
+            )
         return account
 
     def _stream(self, payload: Mapping[str, object]) -> StreamConfig:
@@ -787,7 +861,7 @@ class MessageFactory:
         stream = self.streams.get(name)
         if stream is None:
             choices = ", ".join(sorted(self.streams))
-            raise MessageError("stream", "invalid", f"expected one of {choices}")
+            raise MessageError(field="stream", code="invalid", reason=f"expected one of {choices}")
         return stream
 
     def _pool(self, payload: Mapping[str, object], account: AccountConfig) -> str | None:
@@ -795,13 +869,13 @@ class MessageFactory:
         if pool is None:
             return None
         if pool not in self.pools:
-            raise MessageError("pool", "invalid", f"no pool named {_short(pool)}")
+            raise MessageError(field="pool", code="invalid", reason=f"no pool named {_short(pool)}")
         if pool not in account.allowed_pools:
             # Another account's pool: its dedicated IPs, EHLO names and platform domains.
             raise MessageError(
-                "pool",
-                "pool_not_allowed",
-                f"account {account.name!r} may not send from pool {_short(pool)}",
+                field="pool",
+                code="pool_not_allowed",
+                reason=f"account {account.name!r} may not send from pool {_short(pool)}",
             )
         return pool
 
@@ -847,9 +921,13 @@ def _bigger(text: str | None, html: str | None) -> str:
 def _idempotency_key(payload: Mapping[str, object]) -> str:
     key = _required(payload, "idempotency_key")
     if len(key) > 200:
-        raise MessageError("idempotency_key", "too_long", "longer than 200 characters")
+        raise MessageError(
+            field="idempotency_key", code="too_long", reason="longer than 200 characters"
+        )
     if not (key.isascii() and key.isprintable()):
-        raise MessageError("idempotency_key", "invalid", "must be printable ASCII")
+        raise MessageError(
+            field="idempotency_key", code="invalid", reason="must be printable ASCII"
+        )
     return key
 
 
@@ -857,7 +935,9 @@ def _subject(payload: Mapping[str, object]) -> str:
     subject = _required(payload, "subject")
     _check_text(subject.replace("\t", " "), "subject")
     if len(subject) > MAX_SUBJECT:
-        raise MessageError("subject", "too_long", f"longer than {MAX_SUBJECT} characters")
+        raise MessageError(
+            field="subject", code="too_long", reason=f"longer than {MAX_SUBJECT} characters"
+        )
     return subject
 
 
@@ -866,7 +946,9 @@ def _priority(payload: Mapping[str, object]) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or not -100 <= value <= 100:
-        raise MessageError("priority", "invalid", "expected an integer from -100 to 100")
+        raise MessageError(
+            field="priority", code="invalid", reason="expected an integer from -100 to 100"
+        )
     return value
 
 
@@ -875,10 +957,10 @@ def _campaign(payload: Mapping[str, object]) -> str | None:
     if campaign is None:
         return None
     if not campaign:
-        raise MessageError("campaign", "invalid", "must not be empty")
+        raise MessageError(field="campaign", code="invalid", reason="must not be empty")
     _check_text(campaign, "campaign")
     if len(campaign) > 200:
-        raise MessageError("campaign", "too_long", "longer than 200 characters")
+        raise MessageError(field="campaign", code="too_long", reason="longer than 200 characters")
     return campaign
 
 
@@ -893,10 +975,12 @@ def _metadata(value: object) -> None:
     if value is None:
         return
     if not isinstance(value, Mapping):
-        raise MessageError("metadata", "invalid", "expected an object")
+        raise MessageError(field="metadata", code="invalid", reason="expected an object")
     _json_value(value, "metadata")
     if len(json.dumps(value, ensure_ascii=False).encode("utf-8")) > MAX_METADATA_BYTES:
-        raise MessageError("metadata", "too_large", f"over {MAX_METADATA_BYTES} bytes")
+        raise MessageError(
+            field="metadata", code="too_large", reason=f"over {MAX_METADATA_BYTES} bytes"
+        )
 
 
 def _times(payload: Mapping[str, object], stream: StreamConfig, now: float) -> tuple[float, float]:
@@ -907,14 +991,14 @@ def _times(payload: Mapping[str, object], stream: StreamConfig, now: float) -> t
     expires_at = now + stream.max_age
     if wanted_expiry is not None:
         if wanted_expiry <= now:
-            raise MessageError("expires_at", "invalid", "is in the past")
+            raise MessageError(field="expires_at", code="invalid", reason="is in the past")
         expires_at = min(expires_at, wanted_expiry)
     due_at = now if send_at is None else send_at
     if due_at >= expires_at:
         raise MessageError(
-            "send_at",
-            "invalid",
-            "is not before the message expires (expires_at, or the stream's max_age)",
+            field="send_at",
+            code="invalid",
+            reason="is not before the message expires (expires_at, or the stream's max_age)",
         )
     return due_at, expires_at
 

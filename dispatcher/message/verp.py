@@ -20,6 +20,8 @@ import os
 import re
 from pathlib import Path
 
+from dispatcher.config import ConfigError
+
 SECRET_BYTES = 32
 _TAG_BYTES = 10
 _MAX_RAW_ID = 18  # keeps the local part <= 64 octets with a 16-character prefix
@@ -28,15 +30,18 @@ _PREFIX = re.compile(r"[a-z0-9]{1,16}")
 _MAC_LABEL = b"maildispatch-verp-1\x00"
 
 
-class VerpKeyError(ValueError):
-    """The VERP secret file is missing (with create=False), unreadable or malformed."""
+class VerpKeyError(ConfigError):
+    """The VERP secret file (`verp.secret_file`) is missing (with create=False), unreadable
+    or malformed."""
 
     code = "verp_key"
 
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"VERP secret {path}: {reason}")
+    def __init__(self, path: Path, *, reason: str) -> None:
         self.path = path
-        self.key_path = "verp.secret_file"
+        super().__init__(field="verp.secret_file", reason=reason)
+
+    def _text(self) -> str:
+        return f"VERP secret {self.path}: {self.reason}"
 
 
 class Verp:
@@ -67,12 +72,12 @@ class Verp:
             secret = path.read_bytes()
         except FileNotFoundError:
             if not create:
-                raise VerpKeyError(path, "file not found") from None
+                raise VerpKeyError(path, reason="file not found") from None
             secret = _create_secret(path)
         except OSError as e:
-            raise VerpKeyError(path, f"cannot read: {e.strerror}") from None
+            raise VerpKeyError(path, reason=f"cannot read: {e.strerror}") from None
         if len(secret) != SECRET_BYTES:
-            raise VerpKeyError(path, f"expected {SECRET_BYTES} bytes, found {len(secret)}")
+            raise VerpKeyError(path, reason=f"expected {SECRET_BYTES} bytes, found {len(secret)}")
         return cls(secret, prefix)
 
     def _tag(self, packed: bytes) -> bytes:

@@ -16,16 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dispatcher.config import SmtpConfig
+from dispatcher.errors import InvalidInput
 
 
-class CircuitConfigError(ValueError):
+class CircuitConfigError(InvalidInput):
     """A breaker setting is out of range; `field` names it."""
 
     code = "invalid_circuit_setting"
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 class CircuitState(enum.StrEnum):
@@ -54,11 +51,11 @@ class CircuitBreaker:
     ) -> None:
         if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
             raise CircuitConfigError(
-                "failures", f"must be an integer of at least 1, got {failures!r}"
+                field="failures", reason=f"must be an integer of at least 1, got {failures!r}"
             )
         if not math.isfinite(open_seconds) or open_seconds < 0:
             raise CircuitConfigError(
-                "open_seconds", f"must be a finite number >= 0, got {open_seconds!r}"
+                field="open_seconds", reason=f"must be a finite number >= 0, got {open_seconds!r}"
             )
         self._threshold = failures
         self._open_seconds = float(open_seconds)

@@ -37,6 +37,7 @@ from dns.rdtypes.ANY.MX import MX
 from dns.rdtypes.ANY.SOA import SOA
 
 from dispatcher.config import Route
+from dispatcher.errors import InvalidInput
 from dispatcher.routing.circuit import CircuitBreaker
 
 SMTP_PORT = 25
@@ -47,13 +48,8 @@ _DOMAIN = re.compile(rf"(?=.{{1,253}}\Z)(?:{_LDH_LABEL}\.)+{_LDH_LABEL}\Z")
 _TRANSIENT = frozenset({"timeout", "servfail"})
 
 
-class RoutingInputError(ValueError):
+class RoutingInputError(InvalidInput):
     """A bad argument to the router; `field` names it, `code` says what is wrong."""
-
-    def __init__(self, field: str, code: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,19 +200,29 @@ class Router:
     ) -> None:
         if not source_families or not source_families <= {socket.AF_INET, socket.AF_INET6}:
             raise RoutingInputError(
-                "source_families", "invalid_families", "expected AF_INET and/or AF_INET6"
+                field="source_families",
+                code="invalid_families",
+                reason="expected AF_INET and/or AF_INET6",
             )
         for field, value in (("negative_ttl", negative_ttl), ("defer_ttl", defer_ttl)):
             if not math.isfinite(value) or value < 0:
-                raise RoutingInputError(field, "invalid_ttl", f"must be >= 0, got {value!r}")
+                raise RoutingInputError(
+                    field=field, code="invalid_ttl", reason=f"must be >= 0, got {value!r}"
+                )
         if not math.isfinite(timeout) or timeout <= 0:
-            raise RoutingInputError("timeout", "invalid_timeout", f"must be > 0, got {timeout!r}")
+            raise RoutingInputError(
+                field="timeout", code="invalid_timeout", reason=f"must be > 0, got {timeout!r}"
+            )
         if max_entries < 1:
-            raise RoutingInputError("max_entries", "invalid_size", "must be at least 1")
+            raise RoutingInputError(
+                field="max_entries", code="invalid_size", reason="must be at least 1"
+            )
         for dom, rs in routes.items():
             if not rs or not all(isinstance(r, Route) for r in rs):
                 raise RoutingInputError(
-                    f"routes.{dom}", "invalid_route", "expected a non-empty tuple of Route"
+                    field=f"routes.{dom}",
+                    code="invalid_route",
+                    reason="expected a non-empty tuple of Route",
                 )
         self._routes = dict(routes)
         self._resolver = resolver if resolver is not None else _system_resolver()
@@ -242,7 +248,9 @@ class Router:
             return hit
         if not isinstance(domain, str) or not _DOMAIN.match(domain):
             raise RoutingInputError(
-                "domain", "invalid_domain", f"expected a lower-case A-label domain, got {domain!r}"
+                field="domain",
+                code="invalid_domain",
+                reason=f"expected a lower-case A-label domain, got {domain!r}",
             )
         return await self._domains.fetch(domain, functools.partial(self._lookup_domain, domain))
 

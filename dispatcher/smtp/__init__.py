@@ -9,6 +9,7 @@ Never does: routing, choosing IPs, touching the queue, or deciding what a reply 
 
 from __future__ import annotations
 
+from dispatcher.config import Client
 from dispatcher.smtp.aiosmtplib_client import SmtpSession
 from dispatcher.smtp.pipelining import PipeliningSession
 from dispatcher.smtp.session import MarkAt, Session, SessionTimeouts
@@ -16,11 +17,11 @@ from dispatcher.smtp.session import MarkAt, Session, SessionTimeouts
 __all__ = ["CLIENTS", "PipeliningSession", "Session", "SmtpSession", "make_session"]
 
 
-CLIENTS = ("aiosmtplib", "pipelining")
+CLIENTS: tuple[Client, ...] = tuple(Client)  # `[smtp] client`
 
 
 def make_session(
-    client: str,
+    client: Client,
     host: str,
     port: int,
     *,
@@ -31,7 +32,7 @@ def make_session(
     mark_at: MarkAt = MarkAt.DOT,
 ) -> Session:
     """A session of the chosen client kind (one of `CLIENTS`)."""
-    if client == "pipelining":
+    if client == Client.PIPELINING:
         return PipeliningSession(
             host,
             port,
@@ -41,8 +42,8 @@ def make_session(
             starttls=starttls,
             mark_at=mark_at,
         )
-    if client != "aiosmtplib":
-        raise ValueError(f"unknown SMTP client {client!r}; expected one of {CLIENTS}")
+    if client != Client.AIOSMTPLIB:
+        raise ValueError(f"unknown SMTP client {client!r}; expected one of {', '.join(CLIENTS)}")
     return SmtpSession(
         host,
         port,

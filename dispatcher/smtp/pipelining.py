@@ -25,6 +25,7 @@ import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
 
+from dispatcher.errors import MaildispatchError
 from dispatcher.smtp.reply import Reply, ReplyError, ReplyParser
 from dispatcher.smtp.session import (
     Ahead,
@@ -48,16 +49,20 @@ _PIPELINED_PHASES = (Phase.MAIL, Phase.RCPT, Phase.DATA)
 _PIPELINED_OK = (frozenset({250}), frozenset({250, 251}), frozenset({354}))
 
 
-class ReplyTimeout(TimeoutError):
+class ReplyTimeout(MaildispatchError, TimeoutError):
     """No complete reply within `timeout` seconds."""
+
+    code = "reply_timeout"
 
     def __init__(self, timeout: float) -> None:
         super().__init__(f"timed out after {timeout:g}s waiting for the server's reply")
         self.timeout = timeout
 
 
-class LinkLost(ConnectionError):
+class LinkLost(MaildispatchError, ConnectionError):
     """The connection is gone (or was never there); `reason` says how."""
+
+    code = "link_lost"
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -340,7 +345,7 @@ class PipeliningSession:
             return await self._starttls(loop, link)
         return None
 
-    async def _ehlo(self, phase: str) -> SendResult | None:
+    async def _ehlo(self, phase: Phase) -> SendResult | None:
         link = self._link
         assert link is not None
         try:
@@ -362,7 +367,13 @@ class PipeliningSession:
             link.write(b"STARTTLS\r\n", 1)
             reply = await link.read(self.timeouts.command)
             if reply.code != 220:
-                return SendResult(Phase.STARTTLS, None, f"{reply.code} {reply.text}", False, False)
+                return SendResult(
+                    Phase.STARTTLS,
+                    None,
+                    f"{reply.code} {reply.text}",
+                    dot_written=False,
+                    reusable=False,
+                )
             link.discard_replies()
             transport = link.transport
             if transport is None:
@@ -410,7 +421,11 @@ class PipeliningSession:
             commit.cancel()
             self._drop()
             return SendResult(
-                Phase.CONNECT, None, "session busy with another envelope", False, False
+                Phase.CONNECT,
+                None,
+                "session busy with another envelope",
+                dot_written=False,
+                reusable=False,
             )
         link = self._link
         if link is None or not link.is_open:
@@ -602,7 +617,7 @@ class PipeliningSession:
         return None
 
     async def _refused(
-        self, phase: str, reply: Reply, commit: Commit, defer_rset: bool = False
+        self, phase: Phase, reply: Reply, commit: Commit, defer_rset: bool = False
     ) -> SendResult:
         """A refusal before the body: keep the session when the server allows it.
 
@@ -634,7 +649,7 @@ class PipeliningSession:
         if reply.code != 250:
             await self.close()
 
-    async def _lost(self, phase: str, error: BaseException) -> SendResult:
+    async def _lost(self, phase: Phase, error: BaseException) -> SendResult:
         await self.close()
         return SendResult(phase, None, describe_error(error), reusable=False)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from dispatcher.errors import MaildispatchError
+
 MAX_REPLY_BYTES = 32 * 1024  # one whole reply, every line counted with its line end
 MAX_REPLY_LINES = 100
 
@@ -20,7 +22,7 @@ MAX_REPLY_LINES = 100
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
-class ReplyError(ConnectionError):
+class ReplyError(MaildispatchError, ConnectionError):
     """The server's bytes are not a reply the dialogue can go on after; `code` says why."""
 
     code = "bad_reply"

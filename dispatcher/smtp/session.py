@@ -15,22 +15,24 @@ a connection lost after the dot is ambiguous.
 from __future__ import annotations
 
 import asyncio
+import enum
 import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import NamedTuple, Protocol
 
 from dispatcher.config import SmtpConfig
 from dispatcher.config.smtp import MarkAt as MarkAt  # re-exported for the clients and lanes
+from dispatcher.errors import MaildispatchError
 from dispatcher.smtp.reply import clean_text
 
 _PERIOD = re.compile(rb"(?m)^\.")
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
-class Phase:
+class Phase(enum.StrEnum):
     """Where in the SMTP dialogue a result was decided."""
 
     CONNECT = "connect"
@@ -49,9 +51,10 @@ class Phase:
 class SendResult:
     """What happened to one envelope. `code` is None when no reply was received."""
 
-    phase: str
+    phase: Phase
     code: int | None
     text: str
+    _: KW_ONLY
     dot_written: bool = False
     reusable: bool = True  # the session may carry another message
 
@@ -91,7 +94,7 @@ class SessionTimeouts:
     # How long the body may wait, written up to its final dot, for the committing mark: a
     # stalled database raises no error. Servers allow minutes per data block (RFC 5321
     # 4.5.3.2.5); past this the connection is aborted and the message released.
-    mark: float = 10.0
+    mark: float = SmtpConfig().mark_timeout
 
     @classmethod
     def from_config(cls, smtp: SmtpConfig) -> SessionTimeouts:
@@ -162,7 +165,7 @@ class Session(Protocol):
     async def close(self) -> None: ...
 
 
-class MarkTimeout(TimeoutError):
+class MarkTimeout(MaildispatchError, TimeoutError):
     """The committing mark was not durable within `SessionTimeouts.mark`."""
 
     code = "mark_timeout"

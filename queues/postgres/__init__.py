@@ -5,7 +5,6 @@ the schema (run by `maildispatch db migrate`).
 """
 
 from queues.postgres.backend import PostgresQueue
-from queues.postgres.errors import QueueTimeout, QueueUnavailable, SchemaMismatch
 from queues.postgres.migrate import migrate
 
-__all__ = ["PostgresQueue", "QueueTimeout", "QueueUnavailable", "SchemaMismatch", "migrate"]
+__all__ = ["PostgresQueue", "migrate"]

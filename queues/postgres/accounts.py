@@ -97,8 +97,8 @@ class Accounts:
         )
         if row is None:
             if await self._db.fetchval(Q["account_by_name"], name) is not None:
-                raise AccountExists(f"an account named {name!r} exists", field="name")
-            raise AccountExists(f"an account with id {account_id!r} exists", field="id")
+                raise AccountExists(field="name", reason=f"an account named {name!r} exists")
+            raise AccountExists(field="id", reason=f"an account with id {account_id!r} exists")
         return _account(row)
 
     async def get(self, account_id: str) -> Account | None:
@@ -118,9 +118,9 @@ class Accounts:
         try:
             row = await self._db.fetchrow(Q["rename_account"], account_id, name, time.time())
         except asyncpg.UniqueViolationError:
-            raise AccountExists(f"an account named {name!r} exists", field="name") from None
+            raise AccountExists(field="name", reason=f"an account named {name!r} exists") from None
         if row is None:
-            raise AccountNotFound(f"no account {account_id!r}", field="id")
+            raise AccountNotFound(field="id", reason=f"no account {account_id!r}")
         return _account(row)
 
     async def set_status(self, account_id: str, status: AccountStatus) -> Account:
@@ -128,7 +128,7 @@ class Accounts:
             Q["set_account_status"], account_id, AccountStatus(status).value, time.time()
         )
         if row is None:
-            raise AccountNotFound(f"no account {account_id!r}", field="id")
+            raise AccountNotFound(field="id", reason=f"no account {account_id!r}")
         return _account(row)
 
     async def create_key(self, account_id: str, scope: KeyScope | str, label: str) -> NewApiKey:
@@ -144,7 +144,7 @@ class Accounts:
             k.created_at,
         )
         if inserted is None:
-            raise AccountNotFound(f"no account {account_id!r}", field="account_id")
+            raise AccountNotFound(field="account_id", reason=f"no account {account_id!r}")
         return made
 
     async def get_key(self, key_id: str) -> ApiKey | None:
@@ -153,7 +153,7 @@ class Accounts:
 
     async def keys_of(self, account_id: str) -> list[ApiKey]:
         if await self.get(account_id) is None:
-            raise AccountNotFound(f"no account {account_id!r}", field="account_id")
+            raise AccountNotFound(field="account_id", reason=f"no account {account_id!r}")
         return [_key(r) for r in await self._db.fetch(Q["keys_of_account"], account_id)]
 
     async def revoke(self, account_id: str, key_id: str) -> bool:

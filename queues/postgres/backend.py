@@ -34,11 +34,17 @@ from collections.abc import Mapping, Sequence
 import asyncpg
 
 from queues.accounts import Account, AccountSeed, AccountStatus, ApiKey, KeyScope, NewApiKey
+from queues.errors import (
+    IdempotencyConflict,
+    InvalidQueueInput,
+    LeaseLost,
+    QueueTimeout,
+    QueueUnavailable,
+)
 from queues.postgres.accounts import Accounts
 from queues.postgres.batches import event_params, outcome_params
 from queues.postgres.connection import Database
 from queues.postgres.enqueue import enqueue_each, enqueue_many
-from queues.postgres.errors import QueueTimeout, QueueUnavailable
 from queues.postgres.heartbeat import HeartbeatConnection
 from queues.postgres.listener import WorkListener
 from queues.postgres.migrate import applied_versions, check_applied
@@ -49,10 +55,7 @@ from queues.protocol import (
     ClaimedMessage,
     EnqueueResult,
     Event,
-    IdempotencyConflict,
-    InvalidQueueInput,
     Lease,
-    LeaseLost,
     MessageRecord,
     MessageState,
     MessageView,
@@ -88,7 +91,7 @@ class PostgresQueue:
         command_timeout: float = 30.0,
     ) -> None:
         if lease_ttl <= 0:
-            raise InvalidQueueInput("lease_ttl", "must be positive")
+            raise InvalidQueueInput(field="lease_ttl", reason="must be positive")
         self._db = Database(
             dsn,
             min_size=min_connections,
@@ -314,7 +317,7 @@ class PostgresQueue:
             )
         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as e:
             # The batch's data, not the server: the caller may split it (nothing written).
-            raise InvalidQueueInput("outcomes", f"refused by PostgreSQL: {e}") from e
+            raise InvalidQueueInput(field="outcomes", reason=f"refused by PostgreSQL: {e}") from e
         return int(applied)
 
     async def append_events(self, events: Sequence[Event]) -> None:
@@ -397,7 +400,7 @@ class PostgresQueue:
     async def cancel(self, account: str, campaign: str | None = None) -> int:
         """Waiting messages of `account` (of `campaign` when given) become cancelled."""
         if not isinstance(account, str) or not account:
-            raise InvalidQueueInput("account", "expected a non-empty string")
+            raise InvalidQueueInput(field="account", reason="expected a non-empty string")
         n = await self._db.fetchval(QUERIES["cancel"], account, campaign, time.time())
         return int(n)
 
@@ -406,9 +409,9 @@ class PostgresQueue:
     ) -> tuple[int, int]:
         """Delete finished messages and old keys in batches of 1,000 rows per statement."""
         if retention < 0:
-            raise InvalidQueueInput("retention", "must not be negative")
+            raise InvalidQueueInput(field="retention", reason="must not be negative")
         if idempotency_retention < 0:
-            raise InvalidQueueInput("idempotency_retention", "must not be negative")
+            raise InvalidQueueInput(field="idempotency_retention", reason="must not be negative")
         messages = await self._prune("prune_messages", now - retention)
         await self._prune("prune_events", now - retention)
         keys = await self._prune("prune_keys", now - idempotency_retention)

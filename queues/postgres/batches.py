@@ -12,15 +12,8 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from queues.protocol import (
-    OUTCOME_STATES,
-    Event,
-    IdempotencyConflict,
-    InvalidQueueInput,
-    MessageState,
-    NewMessage,
-    OutcomeRecord,
-)
+from queues.errors import IdempotencyConflict, InvalidQueueInput
+from queues.protocol import OUTCOME_STATES, Event, MessageState, NewMessage, OutcomeRecord
 from queues.text import storable, storable_json
 
 _INT4 = (-(2**31), 2**31 - 1)
@@ -44,11 +37,11 @@ def _text(value: object, field: str, *, required: bool) -> None:
     if value is None and not required:
         return
     if type(value) is not str and not isinstance(value, str):
-        raise InvalidQueueInput(field, "expected a string")
+        raise InvalidQueueInput(field=field, reason="expected a string")
     if required and not value:
-        raise InvalidQueueInput(field, "expected a non-empty string")
+        raise InvalidQueueInput(field=field, reason="expected a non-empty string")
     if "\x00" in value:
-        raise InvalidQueueInput(field, "must not contain NUL characters")
+        raise InvalidQueueInput(field=field, reason="must not contain NUL characters")
 
 
 def _time(value: object, field: str, *, required: bool) -> None:
@@ -57,9 +50,9 @@ def _time(value: object, field: str, *, required: bool) -> None:
     # type() first: isinstance() against a union is slow, and this runs per message.
     kind = type(value)
     if kind is not float and (kind is bool or not isinstance(value, int | float)):
-        raise InvalidQueueInput(field, f"expected a finite POSIX time, got {value!r}")
+        raise InvalidQueueInput(field=field, reason=f"expected a finite POSIX time, got {value!r}")
     if not math.isfinite(value):  # type: ignore[arg-type]
-        raise InvalidQueueInput(field, f"expected a finite POSIX time, got {value!r}")
+        raise InvalidQueueInput(field=field, reason=f"expected a finite POSIX time, got {value!r}")
 
 
 def check_message(msg: NewMessage, where: str) -> None:
@@ -69,10 +62,12 @@ def check_message(msg: NewMessage, where: str) -> None:
     for name in _OPTIONAL_TEXT:
         _text(getattr(msg, name), f"{where}.{name}", required=False)
     if type(msg.body) is not bytes and not isinstance(msg.body, bytes | bytearray | memoryview):
-        raise InvalidQueueInput(f"{where}.body", "expected bytes")
+        raise InvalidQueueInput(field=f"{where}.body", reason="expected bytes")
     p = msg.priority
     if type(p) is not int or not _INT4[0] <= p <= _INT4[1]:
-        raise InvalidQueueInput(f"{where}.priority", f"expected a 32-bit integer, got {p!r}")
+        raise InvalidQueueInput(
+            field=f"{where}.priority", reason=f"expected a 32-bit integer, got {p!r}"
+        )
     _time(msg.due_at, f"{where}.due_at", required=True)
     _time(msg.expires_at, f"{where}.expires_at", required=False)
 
@@ -99,7 +94,9 @@ def dedupe_messages(
             repeats[i] = j
             continue
         if msg.id in ids:
-            raise InvalidQueueInput(f"messages[{i}].id", f"id {msg.id!r} appears twice")
+            raise InvalidQueueInput(
+                field=f"messages[{i}].id", reason=f"id {msg.id!r} appears twice"
+            )
         ids.add(msg.id)
         first[key] = i
         unique.append(msg)
@@ -220,11 +217,15 @@ def outcome_params(outcomes: Sequence[OutcomeRecord]) -> tuple[list[str], str]:
         where = f"outcomes[{i}]"
         _text(o.id, f"{where}.id", required=True)
         if o.state not in OUTCOME_STATES:
-            raise InvalidQueueInput(f"{where}.state", f"{o.state!r} is not an outcome state")
+            raise InvalidQueueInput(
+                field=f"{where}.state", reason=f"{o.state!r} is not an outcome state"
+            )
         _time(o.retry_at, f"{where}.retry_at", required=o.state in _WAITING)
         code = o.reply_code
         if code is not None and (type(code) is not int or not 0 <= code <= 999):
-            raise InvalidQueueInput(f"{where}.reply_code", f"expected 0..999, got {code!r}")
+            raise InvalidQueueInput(
+                field=f"{where}.reply_code", reason=f"expected 0..999, got {code!r}"
+            )
         latest[o.id] = [
             str(o.state),
             bool(o.counts_attempt),

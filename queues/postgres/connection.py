@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from queues.postgres.errors import QueueTimeout, QueueUnavailable
+from queues.errors import QueueTimeout, QueueUnavailable
 
 # Connection-level failures. Everything else (a constraint violated, bad SQL) is a bug or a
 # data error and is left to propagate as it is.
@@ -47,7 +47,9 @@ async def translated_errors(pool: asyncpg.Pool | None = None) -> AsyncIterator[N
             # acquire instead of failing once per stale connection.
             await pool.expire_connections()
         code = "connection_lost" if isinstance(e, asyncpg.InterfaceError) else "server_unavailable"
-        raise QueueUnavailable(code, f"PostgreSQL is unavailable: {type(e).__name__}: {e}") from e
+        raise QueueUnavailable(
+            f"PostgreSQL is unavailable: {type(e).__name__}: {e}", code=code
+        ) from e
 
 
 class Database:
@@ -100,7 +102,7 @@ class Database:
     @property
     def pool(self) -> asyncpg.Pool:
         if self._pool is None:
-            raise QueueUnavailable("not_open", "the PostgreSQL queue is not open")
+            raise QueueUnavailable("the PostgreSQL queue is not open", code="not_open")
         return self._pool
 
     @contextlib.asynccontextmanager

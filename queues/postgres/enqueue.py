@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from queues.errors import IdempotencyConflict, InvalidQueueInput
 from queues.postgres.batches import (
     CONTENT_COLUMNS,
     KEY_COLUMNS,
@@ -33,7 +34,7 @@ from queues.postgres.batches import (
 )
 from queues.postgres.connection import Connection, Database
 from queues.postgres.sql import QUERIES
-from queues.protocol import EnqueueResult, IdempotencyConflict, InvalidQueueInput, NewMessage
+from queues.protocol import EnqueueResult, NewMessage
 
 CHUNK_ROWS = 20_000
 # Bodies per statement stay a few tens of megabytes.
@@ -92,7 +93,7 @@ async def enqueue_many(
             result = (
                 earlier
                 if isinstance(earlier, IdempotencyConflict)
-                else EnqueueResult(earlier.id, False)
+                else EnqueueResult(earlier.id, created=False)
             )
         else:
             m = unique[k]
@@ -101,9 +102,9 @@ async def enqueue_many(
             if key in conflicts:
                 result = conflicts[key]
             elif m.id in created:
-                result = EnqueueResult(m.id, True)
+                result = EnqueueResult(m.id, created=True)
             else:
-                result = EnqueueResult(existing[(m.account, m.idempotency_key)], False)
+                result = EnqueueResult(existing[(m.account, m.idempotency_key)], created=False)
         by_position[i] = result
         results.append(result)
     return results
@@ -165,7 +166,7 @@ async def _checked(
     except asyncpg.UniqueViolationError as e:
         # Keys conflict through ON CONFLICT, so only a message id can collide here.
         raise InvalidQueueInput(
-            "messages.id", "an id of this batch is already used by another message"
+            field="messages.id", reason="an id of this batch is already used by another message"
         ) from e
     return created, existing, conflicts
 

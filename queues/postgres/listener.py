@@ -13,8 +13,8 @@ import logging
 
 import asyncpg
 
+from queues.errors import QueueUnavailable
 from queues.postgres.connection import translated_errors
-from queues.postgres.errors import QueueUnavailable
 
 CHANNEL = "maildispatch_work"
 log = logging.getLogger(__name__)

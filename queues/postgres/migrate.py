@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from queues.errors import SchemaMismatch
 from queues.postgres.connection import translated_errors
-from queues.postgres.errors import SchemaMismatch
 from queues.postgres.sql import KNOWN_VERSIONS, LATEST_VERSION, MIGRATIONS
 
 # Arbitrary, fixed: pg_advisory_lock key shared by every migrating process.
@@ -56,19 +56,19 @@ def check_version(found: int) -> None:
     """Raise SchemaMismatch unless `found` is exactly the version this code knows."""
     if found > LATEST_VERSION:
         raise SchemaMismatch(
-            "schema_too_new",
-            found,
-            LATEST_VERSION,
             f"the database schema is version {found}, newer than this maildispatch knows "
             f"({LATEST_VERSION}): upgrade maildispatch",
+            code="schema_too_new",
+            found=found,
+            known=LATEST_VERSION,
         )
     if found < LATEST_VERSION:
         raise SchemaMismatch(
-            "schema_not_migrated",
-            found,
-            LATEST_VERSION,
             f"the database schema is version {found}, this maildispatch needs "
             f"{LATEST_VERSION}: run `maildispatch db migrate --config FILE`",
+            code="schema_not_migrated",
+            found=found,
+            known=LATEST_VERSION,
         )
 
 

@@ -74,8 +74,8 @@ def create(
     ).fetchone()
     if row is None:
         if by_name(conn, name) is not None:
-            raise AccountExists(f"an account named {name!r} exists", field="name")
-        raise AccountExists(f"an account with id {account_id!r} exists", field="id")
+            raise AccountExists(field="name", reason=f"an account named {name!r} exists")
+        raise AccountExists(field="id", reason=f"an account with id {account_id!r} exists")
     found = by_id(conn, account_id)
     assert found is not None
     return found
@@ -98,9 +98,9 @@ def listing(conn: sqlite3.Connection, after: str | None, limit: int) -> list[Acc
 def rename(conn: sqlite3.Connection, account_id: str, name: str, now: float) -> Account:
     other = by_name(conn, name)
     if other is not None and other.id != account_id:
-        raise AccountExists(f"an account named {name!r} exists", field="name")
+        raise AccountExists(field="name", reason=f"an account named {name!r} exists")
     if conn.execute(A.rename_account, (account_id, name, now)).rowcount == 0:
-        raise AccountNotFound(f"no account {account_id!r}", field="id")
+        raise AccountNotFound(field="id", reason=f"no account {account_id!r}")
     found = by_id(conn, account_id)
     assert found is not None
     return found
@@ -110,7 +110,7 @@ def set_status(
     conn: sqlite3.Connection, account_id: str, status: AccountStatus, now: float
 ) -> Account:
     if conn.execute(A.set_account_status, (account_id, status.value, now)).rowcount == 0:
-        raise AccountNotFound(f"no account {account_id!r}", field="id")
+        raise AccountNotFound(field="id", reason=f"no account {account_id!r}")
     found = by_id(conn, account_id)
     assert found is not None
     return found
@@ -118,7 +118,7 @@ def set_status(
 
 def insert_key(conn: sqlite3.Connection, key: ApiKey) -> None:
     if by_id(conn, key.account_id) is None:
-        raise AccountNotFound(f"no account {key.account_id!r}", field="account_id")
+        raise AccountNotFound(field="account_id", reason=f"no account {key.account_id!r}")
     conn.execute(
         A.insert_key,
         (key.id, key.account_id, key.scope.value, key.label, key.secret_hash, key.created_at),

@@ -23,21 +23,19 @@ from queues.accounts import (
     make_key,
     new_account_id,
 )
+from queues.errors import IdempotencyConflict, InvalidQueueInput, QueueError, SchemaMismatch
 from queues.protocol import (
     DEFAULT_LEASE_TTL,
     AttemptRecord,
     ClaimedMessage,
     EnqueueResult,
     Event,
-    IdempotencyConflict,
-    InvalidQueueInput,
     Lease,
     MessageRecord,
     MessageState,
     MessageView,
     NewMessage,
     OutcomeRecord,
-    QueueError,
     RecoveryReport,
     StatusCounts,
 )
@@ -77,7 +75,9 @@ class SqliteQueue:
         busy_timeout: float = 30.0,
     ) -> None:
         if not lease_ttl > 0:
-            raise InvalidQueueInput("lease_ttl", f"must be positive, got {lease_ttl!r}")
+            raise InvalidQueueInput(
+                field="lease_ttl", reason=f"must be positive, got {lease_ttl!r}"
+            )
         self.path = Path(path)
         self.lease_ttl = lease_ttl
         self._db = SqliteConnection(self.path, synchronous=synchronous, busy_timeout=busy_timeout)
@@ -191,7 +191,7 @@ class SqliteQueue:
             )
         except (sqlite3.DataError, sqlite3.IntegrityError, sqlite3.InterfaceError) as e:
             # The batch's data, not the database: the caller may split it (nothing written).
-            raise InvalidQueueInput("outcomes", f"refused by SQLite: {e}") from e
+            raise InvalidQueueInput(field="outcomes", reason=f"refused by SQLite: {e}") from e
 
     async def append_events(self, events: Sequence[Event]) -> None:
         """Store events in one transaction."""
@@ -370,7 +370,7 @@ class SqliteQueue:
 
     async def list_api_keys(self, account_id: str) -> list[ApiKey]:
         if await self.get_account(account_id) is None:
-            raise AccountNotFound(f"no account {account_id!r}", field="account_id")
+            raise AccountNotFound(field="account_id", reason=f"no account {account_id!r}")
         return await self._db.run(partial(accounts.keys_of, account_id=account_id))
 
     async def revoke_api_key(self, account_id: str, key_id: str) -> bool:
@@ -380,12 +380,6 @@ class SqliteQueue:
 
 
 SCHEMA_VERSION = 1
-
-
-class SchemaMismatch(QueueError, RuntimeError):
-    """The queue file was written by another schema version."""
-
-    code = "schema_mismatch"
 
 
 def _check_schema_version(conn: sqlite3.Connection, *, path: Path) -> None:
@@ -401,5 +395,7 @@ def _check_schema_version(conn: sqlite3.Connection, *, path: Path) -> None:
         raise SchemaMismatch(
             f"{path}: queue schema version {version or 'unversioned (pre-release)'}, this "
             f"maildispatch knows version {SCHEMA_VERSION}; drain it with the version that wrote "
-            "it, or move the file away to start a new queue"
+            "it, or move the file away to start a new queue",
+            found=version,
+            known=SCHEMA_VERSION,
         )

@@ -16,17 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from queues.protocol import InvalidQueueInput, QueueError
+from queues.errors import InvalidQueueInput, QueueClosed, QueueError
 
 T = TypeVar("T")
 
 SYNCHRONOUS_MODES = frozenset({"FULL", "NORMAL", "EXTRA"})
-
-
-class QueueClosed(QueueError, RuntimeError):
-    """The queue was used before `open()` or after `close()`."""
-
-    code = "queue_closed"
 
 
 class CheckpointPolicy:
@@ -66,7 +60,8 @@ class SqliteConnection:
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
             raise InvalidQueueInput(
-                "synchronous", f"expected one of {sorted(SYNCHRONOUS_MODES)}, got {synchronous!r}"
+                field="synchronous",
+                reason=f"expected one of {sorted(SYNCHRONOUS_MODES)}, got {synchronous!r}",
             )
         self.path = path
         self.synchronous = mode

@@ -11,13 +11,12 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from queues.errors import InvalidQueueInput, LeaseLost
 from queues.protocol import (
     OUTCOME_STATES,
     ClaimedMessage,
     Event,
-    InvalidQueueInput,
     Lease,
-    LeaseLost,
     MessageState,
     OutcomeRecord,
 )
@@ -95,16 +94,18 @@ def check_outcomes(outcomes: Sequence[OutcomeRecord]) -> None:
     for outcome in outcomes:
         if outcome.state not in OUTCOME_STATES:
             raise InvalidQueueInput(
-                "state", f"{outcome.state!r} is not an outcome state (message {outcome.id})"
+                field="state",
+                reason=f"{outcome.state!r} is not an outcome state (message {outcome.id})",
             )
         if outcome.state in _NEEDS_RETRY_AT and outcome.retry_at is None:
             raise InvalidQueueInput(
-                "retry_at", f"required for {outcome.state.value} (message {outcome.id})"
+                field="retry_at",
+                reason=f"required for {outcome.state.value} (message {outcome.id})",
             )
         code = outcome.reply_code
         if code is not None and (type(code) is not int or not 0 <= code <= 999):
             raise InvalidQueueInput(
-                "reply_code", f"expected 0..999, got {code!r} (message {outcome.id})"
+                field="reply_code", reason=f"expected 0..999, got {code!r} (message {outcome.id})"
             )
 
 

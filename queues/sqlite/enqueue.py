@@ -6,7 +6,8 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from queues.protocol import EnqueueResult, IdempotencyConflict, InvalidQueueInput, NewMessage
+from queues.errors import IdempotencyConflict, InvalidQueueInput
+from queues.protocol import EnqueueResult, NewMessage
 from queues.sqlite.sql import Q, R
 
 _Key = tuple[str, str]
@@ -15,13 +16,15 @@ _Key = tuple[str, str]
 def _check(message: NewMessage) -> None:
     # Only what SQLite would otherwise store silently wrong; the dispatcher validates content.
     if not message.id:
-        raise InvalidQueueInput("id", "must not be empty")
+        raise InvalidQueueInput(field="id", reason="must not be empty")
     if not message.account:
-        raise InvalidQueueInput("account", f"must not be empty (message {message.id})")
+        raise InvalidQueueInput(field="account", reason=f"must not be empty (message {message.id})")
     if not message.idempotency_key:
-        raise InvalidQueueInput("idempotency_key", f"must not be empty (message {message.id})")
+        raise InvalidQueueInput(
+            field="idempotency_key", reason=f"must not be empty (message {message.id})"
+        )
     if not isinstance(message.body, bytes):
-        raise InvalidQueueInput("body", f"must be bytes (message {message.id})")
+        raise InvalidQueueInput(field="body", reason=f"must be bytes (message {message.id})")
 
 
 def enqueue_batch(
@@ -129,14 +132,16 @@ def _constraint_error(
     """Name the field that made the insert fail (only on this error path)."""
     text = str(exc)
     if "NOT NULL" in text:
-        return InvalidQueueInput(text.rsplit(".", 1)[-1], "must not be None")
+        return InvalidQueueInput(field=text.rsplit(".", 1)[-1], reason="must not be None")
     seen: set[str] = set()
     for message in fresh:
         if message.id in seen:
-            return InvalidQueueInput("id", f"message id {message.id!r} appears twice in the batch")
+            return InvalidQueueInput(
+                field="id", reason=f"message id {message.id!r} appears twice in the batch"
+            )
         seen.add(message.id)
     ids = json.dumps([m.id for m in fresh])
     taken = [row[0] for row in conn.execute(Q.existing_ids, (ids,))]
     if taken:
-        return InvalidQueueInput("id", f"message ids already stored: {taken[:5]!r}")
-    return InvalidQueueInput("id", text)
+        return InvalidQueueInput(field="id", reason=f"message ids already stored: {taken[:5]!r}")
+    return InvalidQueueInput(field="id", reason=text)

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from dispatcher.engine.group_commit import OutcomeWriter
-from queues.protocol import InvalidQueueInput, MessageState, OutcomeRecord, Queue
+from queues.errors import InvalidQueueInput
+from queues.protocol import MessageState, OutcomeRecord, Queue
 from tests.support.queues import delivered, messages
 
 HOSTILE = (

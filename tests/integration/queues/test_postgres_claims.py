@@ -143,7 +143,7 @@ async def test_outcomes_finish_defer_and_requeue(queue: PostgresQueue) -> None:
 
 
 async def test_outcome_input_is_checked(queue: PostgresQueue) -> None:
-    from queues.protocol import InvalidQueueInput
+    from queues.errors import InvalidQueueInput
 
     lease = await queue.register_worker()
     with pytest.raises(InvalidQueueInput) as err:

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from queues.errors import IdempotencyConflict, InvalidQueueInput
 from queues.postgres import PostgresQueue
-from queues.protocol import EnqueueResult, IdempotencyConflict, InvalidQueueInput
+from queues.protocol import EnqueueResult
 from tests.support.postgres import create_test_database, make_message
 
 pytestmark = pytest.mark.postgres
@@ -113,7 +114,7 @@ async def test_a_batch_with_an_existing_key(queue: PostgresQueue, size: int) -> 
 
     results = await queue.enqueue_many(batch)
 
-    assert results[7] == EnqueueResult(old.id, False)
+    assert results[7] == EnqueueResult(old.id, created=False)
     assert [r.created for r in results].count(False) == 1
     assert await queue.active_count() == size
 

@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from queues.errors import LeaseLost
 from queues.postgres import PostgresQueue
-from queues.protocol import LeaseLost, MessageState, OutcomeRecord
+from queues.protocol import MessageState, OutcomeRecord
 from tests.support.postgres import create_test_database, make_message
 
 pytestmark = pytest.mark.postgres

@@ -7,7 +7,8 @@ import asyncio
 import asyncpg
 import pytest
 
-from queues.postgres import PostgresQueue, SchemaMismatch, migrate
+from queues.errors import SchemaMismatch
+from queues.postgres import PostgresQueue, migrate
 from queues.postgres.sql import LATEST_VERSION, MIGRATIONS
 from tests.support.postgres import create_test_database
 

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from queues.postgres import PostgresQueue, QueueUnavailable
+from queues.errors import QueueUnavailable
+from queues.postgres import PostgresQueue
 from queues.protocol import MessageState, OutcomeRecord
 from tests.support.postgres import base_dsn, create_test_database, make_message
 

@@ -10,14 +10,8 @@ import time
 
 import pytest
 
-from queues.protocol import (
-    IdempotencyConflict,
-    Lease,
-    LeaseLost,
-    MessageState,
-    OutcomeRecord,
-    Queue,
-)
+from queues.errors import IdempotencyConflict, LeaseLost
+from queues.protocol import Lease, MessageState, OutcomeRecord, Queue
 from tests.support.queues import MakeQueue, delivered, ids, message, messages
 
 HOUR = 3600.0

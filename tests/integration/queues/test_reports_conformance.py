@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import time
 
-from queues.protocol import IdempotencyConflict, MessageState, OutcomeRecord, Queue
+from queues.errors import IdempotencyConflict
+from queues.protocol import MessageState, OutcomeRecord, Queue
 from tests.support.queues import delivered, message
 
 

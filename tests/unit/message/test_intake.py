@@ -440,7 +440,7 @@ def test_parse_payload() -> None:
 
 
 def test_message_error_shape() -> None:
-    err = MessageError("headers.X\r\nBcc", "invalid", "bad")
+    err = MessageError(field="headers.X\r\nBcc", code="invalid", reason="bad")
     assert isinstance(err, ValueError)
     assert err.field == "headers.X\r\nBcc" and err.code == "invalid"
     assert "\r" not in str(err) and "\n" not in str(err)

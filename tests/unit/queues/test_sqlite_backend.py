@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from queues import open_queue
-from queues.protocol import InvalidQueueInput, LeaseLost, MessageState
+from queues.errors import InvalidQueueInput, LeaseLost
+from queues.protocol import MessageState
 from queues.sqlite.backend import SqliteQueue
 from queues.sqlite.locks import lock_dir
 from tests.support.queues import delivered, ids, message, messages
@@ -234,7 +235,8 @@ async def test_prune_drops_bodies_with_their_messages(queue: SqliteQueue) -> Non
 async def test_a_file_of_another_schema_version_is_refused(tmp_path: Path) -> None:
     import sqlite3
 
-    from queues.sqlite.backend import SchemaMismatch, SqliteQueue
+    from queues.errors import SchemaMismatch
+    from queues.sqlite.backend import SqliteQueue
 
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)
