@@ -59,10 +59,12 @@ def parse_coordination(t: Table) -> CoordinationConfig:
         except ValueError:
             ok = False
         if not ok:
-            raise ConfigError("coordination.redis", "expected redis://HOST:PORT/DB")
+            raise ConfigError(field="coordination.redis", reason="expected redis://HOST:PORT/DB")
     prefix = t.text("key_prefix", d.key_prefix)
     if not prefix or any(c in prefix for c in "{} \t\r\n"):
-        raise ConfigError("coordination.key_prefix", "must be non-empty, without braces or spaces")
+        raise ConfigError(
+            field="coordination.key_prefix", reason="must be non-empty, without braces or spaces"
+        )
     c = CoordinationConfig(
         redis=redis,
         on_unavailable=t.choice("on_unavailable", d.on_unavailable),
@@ -72,10 +74,10 @@ def parse_coordination(t: Table) -> CoordinationConfig:
         token_window=t.duration("token_window", d.token_window),
     )
     if not 0.01 <= c.timeout <= 60:
-        raise ConfigError("coordination.timeout", "must be between 10ms and 60s")
+        raise ConfigError(field="coordination.timeout", reason="must be between 10ms and 60s")
     if not 0 <= c.rebuild_wait <= 60:
-        raise ConfigError("coordination.rebuild_wait", "must be between 0s and 60s")
+        raise ConfigError(field="coordination.rebuild_wait", reason="must be between 0s and 60s")
     if not 0.01 <= c.token_window <= 1.0:
-        raise ConfigError("coordination.token_window", "must be between 10ms and 1s")
+        raise ConfigError(field="coordination.token_window", reason="must be between 10ms and 1s")
     t.done()
     return c
