@@ -309,6 +309,7 @@ class SmtpServer:
         self.port = 0
         self.sessions: list[Connection] = []
         self.received: list[Message] = []
+        self.errors: list[Exception] = []  # raised by callables and hooks (stop() re-raises)
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._changed = asyncio.Event()
@@ -323,7 +324,8 @@ class SmtpServer:
         return self
 
     async def stop(self) -> None:
-        """Stop listening and end every connection (silent or endless ones too)."""
+        """Stop listening and end every connection (silent or endless ones too); then
+        re-raise the first exception a test's callable or hook raised, if any."""
         if self._server is not None:
             self._server.close()
         for task in list(self._tasks):
@@ -332,6 +334,8 @@ class SmtpServer:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+        if self.errors:
+            raise self.errors[0]
 
     async def __aenter__(self) -> SmtpServer:
         return await self.start()
@@ -400,6 +404,8 @@ class SmtpServer:
             await self._dialogue(io)
         except (_Closed, ConnectionError, asyncio.CancelledError, ssl.SSLError, TimeoutError):
             pass
+        except Exception as e:  # a test's callable or hook failed: stop() raises it
+            self.errors.append(e)
         finally:
             self._tasks.discard(task)
             conn.closed = True

@@ -434,3 +434,17 @@ async def test_in_data_grows_as_the_message_arrives(
     await c.send(b".\r\n")
     assert await c.reply() == [b"250 2.0.0 queued"]
     assert s.received[0].raw == BODY + b".\r\n"
+
+
+async def test_a_failing_callable_ends_its_connection_and_stop_raises_it() -> None:
+    def broken(t: Turn) -> None:
+        raise LookupError("a bug in the test's script")
+
+    s = await SmtpServer(mail=broken).start()
+    c = await Client.connect(s)
+    await helo(c)
+    await c.send(b"MAIL FROM:<b@x.example>\r\n")
+    assert await c.eof()
+    await c.close()
+    with pytest.raises(LookupError, match="a bug"):
+        await s.stop()
