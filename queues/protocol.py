@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from queues.errors import IdempotencyConflict
+from queues.errors import IdempotencyConflict, InvalidQueueInput
 
 if TYPE_CHECKING:
     from queues.accounts import (
@@ -204,6 +204,62 @@ class StatusCounts:
     by_source_ip: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
+class HeldReason:
+    """Why a message is held (`ambiguous`); the same words on every backend."""
+
+    NO_REPLY = "no_reply"  # its dot was written and no reply came (lost link, timeout, shutdown)
+    WORKER_LOST = "recovered_ambiguous"  # its worker died after the committing mark
+
+
+# The reply text recovery gives a message it holds.
+WORKER_LOST_TEXT = "no reply: worker lost after the committing mark"
+
+
+@dataclass(frozen=True, slots=True)
+class HeldFilter:
+    """Which held messages an operator means; every field narrows (None: any).
+
+    `held_before`: held at or before this time (`--older-than`). `ids`: exactly these.
+    """
+
+    account: str | None = None
+    campaign: str | None = None
+    stream: str | None = None
+    held_before: float | None = None
+    ids: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeldMessage:
+    """One held message: who it was for, why it is held and since when."""
+
+    id: str
+    account: str
+    campaign: str | None
+    stream: str
+    rcpt: str
+    attempts: int
+    reason: str  # a HeldReason value
+    reply_code: int | None
+    reply_text: str | None
+    held_at: float
+    source_ip: str | None
+    mx_host: str | None
+    resends: int  # deliberate resends so far (held and released)
+
+
+# How an operator may settle a held message without sending it.
+RESOLVE_STATES = frozenset({MessageState.DELIVERED, MessageState.FAILED})
+
+
+def resolve_state(state: object) -> MessageState:
+    """`state` as a MessageState in RESOLVE_STATES, else InvalidQueueInput naming `state`."""
+    for st in RESOLVE_STATES:
+        if state == st.value:
+            return st
+    raise InvalidQueueInput(field="state", reason=f"must be delivered or failed, got {state!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class MessageRecord:
     """One message's stored state, for status, tests and the chaos checker."""
@@ -368,6 +424,22 @@ class Queue(Protocol):
 
     async def ping(self) -> None:
         """Answer when the store answers (readiness); raises when it does not."""
+
+    # -- held mail (ambiguous) -----------------------------------------------------------
+
+    async def held(self, which: HeldFilter, limit: int = 1000) -> list[HeldMessage]:
+        """Held messages matching `which`, longest held first, at most `limit`."""
+
+    async def held_count(self) -> int:
+        """How many messages are held (cheap: an index serves it)."""
+
+    async def release_held(self, which: HeldFilter, now: float) -> int:
+        """Held messages matching `which` are queued again, due `now`, each counted as a
+        deliberate resend (`resends` + 1, a `message.released` event); returns how many."""
+
+    async def resolve_held(self, which: HeldFilter, state: MessageState, now: float) -> int:
+        """Held messages matching `which` are settled as `state` (one of RESOLVE_STATES)
+        without sending (a `message.resolved` event); returns how many."""
 
     # -- accounts and API keys (types in queues/accounts.py) ------------------------------
 

@@ -330,15 +330,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         q = make_queue(config)
         await q.open()
         try:
-            return await q.counts()
+            return await q.counts(), await q.held_count()
         finally:
             await q.close()
 
-    counts = _run(main())
+    counts, held = _run(main())
     data = {
         "by_state": counts.by_state,
         "by_pool": counts.by_pool,
         "by_source_ip": counts.by_source_ip,
+        "held": held,
     }
     if args.json:
         print(json.dumps(data, indent=2))
@@ -346,6 +347,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("state        count")
     for state, c in sorted(counts.by_state.items()):
         print(f"{state:<12} {c}")
+    if held:
+        print(f"held (ambiguous, may have been delivered): {held}; see `maildispatch held`")
     for title, group in (("pool", counts.by_pool), ("source IP", counts.by_source_ip)):
         for key, states in sorted(group.items()):
             parts = ", ".join(f"{s} {c}" for s, c in sorted(states.items()))
@@ -463,6 +466,12 @@ def cmd_accounts(args: argparse.Namespace) -> int:
     return _run(run(args, _load(args.config)))
 
 
+def cmd_held(args: argparse.Namespace) -> int:
+    from dispatcher.cli.held import run
+
+    return _run(run(args, _load(args.config)))
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     from dispatcher.cli.events import event_dict, event_line, tail
     from dispatcher.engine.runtime import make_queue
@@ -565,6 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     from dispatcher.cli.accounts import add_parser as add_accounts
 
     add_accounts(sub, cmd_accounts)
+
+    from dispatcher.cli.held import add_parser as add_held
+
+    add_held(sub, cmd_held)
 
     ev = sub.add_parser("events", help="the event outbox")
     evsub = ev.add_subparsers(dest="events_cmd", required=True)

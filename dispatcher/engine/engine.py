@@ -27,6 +27,7 @@ from typing import Any
 
 from dispatcher.config import Config
 from dispatcher.config.diff import Change, diff, fingerprint
+from dispatcher.config.streams import Ambiguous
 from dispatcher.dkim.signer import DkimSigner
 from dispatcher.engine.group_commit import MarkWriter, OutcomeWriter
 from dispatcher.engine.lane import Attempt, Lane, LaneSettings, Work
@@ -47,6 +48,7 @@ from queues.errors import LeaseLost
 from queues.protocol import (
     ClaimedMessage,
     Event,
+    HeldFilter,
     Lease,
     MessageState,
     OutcomeRecord,
@@ -667,8 +669,11 @@ class Engine:
                         report.requeued,
                         report.ambiguous,
                     )
+                released = await self._release_held_after_delay()
                 if self.metrics is not None:
                     self.metrics.queue_depth.set(await self.queue.active_count())
+                    self.metrics.held.set(await self.queue.held_count())
+                    self.metrics.held_released.inc(released)
             except Exception as e:
                 log.warning("recovery pass failed: %s", e)
             self._prune_lanes()
@@ -677,6 +682,22 @@ class Engine:
                 self._automation_events(ticked)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
+
+    async def _release_held_after_delay(self) -> int:
+        """Streams with `ambiguous = "release:DURATION"`: held mail whose delay is over is
+        queued again (a deliberate resend, as `maildispatch held release` would)."""
+        released = 0
+        now = self.clock()
+        for name, stream in self.config.streams.items():
+            if stream.ambiguous != Ambiguous.RELEASE or stream.release_after is None:
+                continue
+            which = HeldFilter(stream=name, held_before=now - stream.release_after)
+            n = await self.queue.release_held(which, now)
+            if n:
+                log.warning("released %d held messages of stream %s after %gs", n, name,
+                            stream.release_after)  # fmt: skip
+            released += n
+        return released
 
     def _prune_lanes(self) -> None:
         """Forget lanes with no sessions and nothing waiting (destinations come and go)."""

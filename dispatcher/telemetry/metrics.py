@@ -1,4 +1,5 @@
-"""Prometheus metrics: outcomes by pool, source IP and platform domain; latency; queue depth."""
+"""Prometheus metrics: outcomes by pool, source IP and platform domain; latency; queue depth;
+held (ambiguous) mail."""
 
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "maildispatch_queue_depth", "Messages not yet final", registry=self.registry
+        )
+        self.held = Gauge(
+            "maildispatch_held_messages",
+            "Messages held as ambiguous (see `maildispatch held`)",
+            registry=self.registry,
+        )
+        self.held_released = Counter(
+            "maildispatch_held_released",
+            "Held messages queued again by a stream's ambiguous = release:DURATION",
+            registry=self.registry,
         )
         self.sessions = Gauge(
             "maildispatch_smtp_sessions", "Open SMTP sessions", registry=self.registry

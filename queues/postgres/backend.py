@@ -55,6 +55,8 @@ from queues.protocol import (
     ClaimedMessage,
     EnqueueResult,
     Event,
+    HeldFilter,
+    HeldMessage,
     Lease,
     MessageRecord,
     MessageState,
@@ -64,6 +66,7 @@ from queues.protocol import (
     RecoveryReport,
     StatusCounts,
     last_attempt,
+    resolve_state,
 )
 
 # Rows per statement: big enough that a broadcast takes few round trips, small enough that
@@ -396,6 +399,47 @@ class PostgresQueue:
             )
             for r in rows
         ]
+
+    # -- held mail ---------------------------------------------------------------------
+
+    @staticmethod
+    def _held_args(which: HeldFilter) -> tuple[object, ...]:
+        ids = list(which.ids) if which.ids is not None else None
+        return (which.account, which.campaign, which.stream, which.held_before, ids)
+
+    async def held(self, which: HeldFilter, limit: int = 1000) -> list[HeldMessage]:
+        rows = await self._db.fetch(QUERIES["held"], *self._held_args(which), limit)
+        return [
+            HeldMessage(
+                id=r["id"],
+                account=r["account"],
+                campaign=r["campaign"],
+                stream=r["stream"],
+                rcpt=r["rcpt"],
+                attempts=r["attempts"],
+                reason=r["reason"],
+                reply_code=r["last_reply_code"],
+                reply_text=r["last_reply_text"],
+                held_at=r["finished_at"],
+                source_ip=r["source_ip"],
+                mx_host=r["mx_host"],
+                resends=r["resends"],
+            )
+            for r in rows
+        ]
+
+    async def held_count(self) -> int:
+        return int(await self._db.fetchval(QUERIES["held_count"]))
+
+    async def release_held(self, which: HeldFilter, now: float) -> int:
+        row = await self._db.fetchrow(QUERIES["release_held"], *self._held_args(which), now)
+        assert row is not None
+        return int(row["released"])
+
+    async def resolve_held(self, which: HeldFilter, state: MessageState, now: float) -> int:
+        st = resolve_state(state)
+        n = await self._db.fetchval(QUERIES["resolve_held"], *self._held_args(which), st.value, now)
+        return int(n)
 
     async def cancel(self, account: str, campaign: str | None = None) -> int:
         """Waiting messages of `account` (of `campaign` when given) become cancelled."""

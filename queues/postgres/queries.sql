@@ -95,12 +95,12 @@ expired AS (
 expired_history AS (
     INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
                             last_reply_code, last_reply_text, source_ip, platform_domain,
-                            mx_host, enqueued_at, finished_at)
+                            mx_host, enqueued_at, finished_at, resends, priority)
     SELECT id, 'failed', 'expired', attempts, account, campaign, stream, pool,
            last_reply_code,
            CASE WHEN last_reply_text IS NULL THEN 'expired'
                 ELSE 'expired; last reply: ' || last_reply_text END,
-           source_ip, platform_domain, mx_host, enqueued_at, $3
+           source_ip, platform_domain, mx_host, enqueued_at, $3, resends, priority
     FROM expired
 ),
 expired_events AS (
@@ -198,13 +198,14 @@ finished AS (
     RETURNING m.*, $5::jsonb -> m.id AS o
 ),
 archived AS (
-    INSERT INTO md_history (id, state, attempts, account, campaign, stream, pool,
+    INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
                             last_reply_code, last_reply_text, source_ip, platform_domain,
-                            mx_host, enqueued_at, finished_at)
-    SELECT id, o ->> 0, attempts + (o ->> 1)::boolean::int, account, campaign, stream, pool,
+                            mx_host, enqueued_at, finished_at, resends, priority)
+    SELECT id, o ->> 0, CASE WHEN o ->> 0 = 'ambiguous' THEN 'no_reply' END,
+           attempts + (o ->> 1)::boolean::int, account, campaign, stream, pool,
            coalesce((o ->> 3)::int4, last_reply_code), coalesce(o ->> 4, last_reply_text),
            coalesce(o ->> 5, source_ip), coalesce(o ->> 6, platform_domain),
-           coalesce(o ->> 7, mx_host), enqueued_at, $3
+           coalesce(o ->> 7, mx_host), enqueued_at, $3, resends, priority
     FROM finished
 ),
 outcome_events AS (
@@ -260,12 +261,13 @@ held AS (
     RETURNING m.*
 ),
 held_history AS (
+    -- Reason and text as the SQLite backend gives them (queues.protocol.HeldReason).
     INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
                             last_reply_code, last_reply_text, source_ip, platform_domain,
-                            mx_host, enqueued_at, finished_at)
+                            mx_host, enqueued_at, finished_at, resends, priority)
     SELECT id, 'ambiguous', 'recovered_ambiguous', attempts + 1, account, campaign, stream,
-           pool, last_reply_code, last_reply_text, source_ip, platform_domain, mx_host,
-           enqueued_at, $1
+           pool, NULL, 'no reply: worker lost after the committing mark', source_ip,
+           platform_domain, mx_host, enqueued_at, $1, resends, priority
     FROM held
 ),
 held_events AS (
@@ -333,9 +335,10 @@ WITH doomed AS (
 archived AS (
     INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
                             last_reply_code, last_reply_text, source_ip, platform_domain,
-                            mx_host, enqueued_at, finished_at)
+                            mx_host, enqueued_at, finished_at, resends, priority)
     SELECT id, 'cancelled', 'cancelled', attempts, account, campaign, stream, pool,
-           NULL, 'cancelled', source_ip, platform_domain, mx_host, enqueued_at, $3
+           NULL, 'cancelled', source_ip, platform_domain, mx_host, enqueued_at, $3, resends,
+           priority
     FROM doomed
 )
 SELECT count(*) FROM doomed;
@@ -382,3 +385,75 @@ SELECT count(*) FROM doomed;
 
 -- name: last_event_seq
 SELECT coalesce(max(seq), 0) FROM md_event;
+
+-- name: held
+-- $1 account, $2 campaign, $3 stream, $4 held at or before, $5 ids (each NULL: any), $6 limit.
+-- Longest held first, through md_history_held.
+SELECT h.id, h.account, h.campaign, h.stream, c.rcpt, h.attempts,
+       coalesce(h.reason, 'no_reply') AS reason, h.last_reply_code, h.last_reply_text,
+       h.finished_at, h.source_ip, h.mx_host, h.resends
+FROM md_history h JOIN md_content c ON c.id = h.id
+WHERE h.state = 'ambiguous'
+  AND ($1::text IS NULL OR h.account = $1) AND ($2::text IS NULL OR h.campaign = $2)
+  AND ($3::text IS NULL OR h.stream = $3) AND ($4::float8 IS NULL OR h.finished_at <= $4)
+  AND ($5::text[] IS NULL OR h.id = ANY($5))
+ORDER BY h.finished_at
+LIMIT $6;
+
+-- name: held_count
+SELECT count(*) FROM md_history WHERE state = 'ambiguous';
+
+-- name: release_held
+-- Filters as `held`; $6 now. Held messages go back to md_message, due now, one deliberate
+-- resend more, their expiry lifted (an operator asked for this send), with an event each.
+-- Two releases at once: the second waits on the rows the first deleted, then skips them.
+WITH picked AS (
+    DELETE FROM md_history h
+    WHERE h.state = 'ambiguous'
+      AND ($1::text IS NULL OR h.account = $1) AND ($2::text IS NULL OR h.campaign = $2)
+      AND ($3::text IS NULL OR h.stream = $3) AND ($4::float8 IS NULL OR h.finished_at <= $4)
+      AND ($5::text[] IS NULL OR h.id = ANY($5))
+    RETURNING h.*
+),
+requeued AS (
+    INSERT INTO md_message (id, state, priority, due_at, expires_at, attempts, account,
+                            campaign, stream, pool, last_reply_code, last_reply_text,
+                            source_ip, platform_domain, mx_host, enqueued_at, updated_at,
+                            resends)
+    SELECT id, 'queued', priority, $6, NULL, attempts, account, campaign, stream, pool,
+           last_reply_code, last_reply_text, source_ip, platform_domain, mx_host,
+           enqueued_at, $6, resends + 1
+    FROM picked
+    RETURNING id, account, resends
+),
+released_events AS (
+    INSERT INTO md_event (at, kind, message_id, account, data)
+    SELECT $6, 'message.released', id, account,
+           jsonb_build_object('reason', 'held_released', 'resends', resends)
+    FROM requeued
+)
+SELECT count(*) AS released,
+       CASE WHEN count(*) > 0 THEN pg_notify('maildispatch_work', '') END AS notified
+FROM requeued;
+
+-- name: resolve_held
+-- Filters as `held`; $6 the state (delivered or failed), $7 now. Settled without sending.
+WITH resolved AS (
+    UPDATE md_history h
+    SET state = $6, reason = 'resolved', last_reply_code = NULL,
+        last_reply_text = 'resolved as ' || $6 || ' by an operator; held for: '
+                          || coalesce(h.last_reply_text, 'no reply'),
+        finished_at = $7
+    WHERE h.state = 'ambiguous'
+      AND ($1::text IS NULL OR h.account = $1) AND ($2::text IS NULL OR h.campaign = $2)
+      AND ($3::text IS NULL OR h.stream = $3) AND ($4::float8 IS NULL OR h.finished_at <= $4)
+      AND ($5::text[] IS NULL OR h.id = ANY($5))
+    RETURNING h.id, h.account
+),
+resolved_events AS (
+    INSERT INTO md_event (at, kind, message_id, account, data)
+    SELECT $7, 'message.resolved', id, account,
+           jsonb_build_object('reason', 'held_resolved', 'state', $6::text)
+    FROM resolved
+)
+SELECT count(*) FROM resolved;

@@ -30,6 +30,8 @@ from queues.protocol import (
     ClaimedMessage,
     EnqueueResult,
     Event,
+    HeldFilter,
+    HeldMessage,
     Lease,
     MessageRecord,
     MessageState,
@@ -38,10 +40,11 @@ from queues.protocol import (
     OutcomeRecord,
     RecoveryReport,
     StatusCounts,
+    resolve_state,
 )
 from queues.sqlite import accounts, delivery, leases, reports, status
 from queues.sqlite import events as events_module
-from queues.sqlite.connection import SqliteConnection, transaction
+from queues.sqlite.connection import SqliteConnection, add_missing_columns, transaction
 from queues.sqlite.enqueue import enqueue_batch
 from queues.sqlite.locks import OwnLocks, lock_dir
 from queues.sqlite.sql import schema
@@ -92,6 +95,7 @@ class SqliteQueue:
         await self._db.open()
         try:
             await self._db.write(partial(_check_schema_version, path=self.path))
+            await self._db.write(add_missing_columns)  # before the schema's indexes use them
             await self._db.close()
             await self._db.open(schema())
         except BaseException:
@@ -255,6 +259,21 @@ class SqliteQueue:
             total += n
             if n < status.PRUNE_BATCH:
                 return total
+
+    # -- held mail ---------------------------------------------------------------------
+
+    async def held(self, which: HeldFilter, limit: int = 1000) -> list[HeldMessage]:
+        return await self._db.run(partial(status.held, which=which, limit=limit))
+
+    async def held_count(self) -> int:
+        return await self._db.run(status.held_count)
+
+    async def release_held(self, which: HeldFilter, now: float) -> int:
+        return await self._db.write(partial(status.release_held, which=which, now=now))
+
+    async def resolve_held(self, which: HeldFilter, state: MessageState, now: float) -> int:
+        st = resolve_state(state)
+        return await self._db.write(partial(status.resolve_held, which=which, state=st, now=now))
 
     async def cancel(self, account: str, campaign: str | None = None) -> int:
         """Cancel the account's (or campaign's) queued and deferred messages."""

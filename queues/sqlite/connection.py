@@ -168,6 +168,24 @@ class SqliteConnection:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
+# Columns added to existing tables after their CREATE TABLE first shipped: schema.sql creates
+# them in a new file, `add_missing_columns` adds them to an older one (idempotent).
+ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "messages": (("reason", "TEXT"), ("resends", "INTEGER NOT NULL DEFAULT 0")),
+}
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    """ALTER TABLE ... ADD COLUMN for every ADDED_COLUMNS entry the file lacks."""
+    for table, columns in ADDED_COLUMNS.items():
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if not have:
+            continue  # a new file: schema.sql creates the table with every column
+        for name, decl in columns:
+            if name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
+
+
 def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
     """Run `fn(conn)` in a `BEGIN IMMEDIATE` transaction; only on the connection's thread."""
     conn.execute("BEGIN IMMEDIATE")

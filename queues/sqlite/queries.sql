@@ -70,9 +70,10 @@ WHERE state = 'committing' AND worker_id = ?1 AND lease_epoch = ?2
   AND stream IN (SELECT value FROM json_each(?4));
 
 -- name: recover_committing_hold
+-- Reason and text as the PostgreSQL backend gives them (queues.protocol.HeldReason).
 UPDATE messages
 SET state = 'ambiguous', attempts = attempts + 1, worker_id = NULL, lease_epoch = NULL,
-    last_reply_code = NULL,
+    reason = 'recovered_ambiguous', last_reply_code = NULL,
     last_reply_text = 'no reply: worker lost after the committing mark',
     updated_at = ?3
 WHERE state = 'committing' AND worker_id = ?1 AND lease_epoch = ?2;
@@ -120,6 +121,7 @@ RETURNING id;
 -- A reply (code or text) replaces the last one; an outcome without one keeps it.
 UPDATE messages
 SET state = ?1,
+    reason = CASE WHEN ?1 = 'ambiguous' THEN 'no_reply' ELSE reason END,
     attempts = attempts + ?2,
     due_at = coalesce(?3, due_at),
     last_reply_code = CASE WHEN ?4 IS NULL AND ?5 IS NULL THEN last_reply_code ELSE ?4 END,
@@ -214,3 +216,47 @@ DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE at < ?1 ORDER BY a
 
 -- name: last_event_seq
 SELECT coalesce(max(seq), 0) FROM events;
+
+-- name: held
+-- ?1 account, ?2 campaign, ?3 stream, ?4 held at or before, ?5 JSON array of ids (each NULL:
+-- any), ?6 limit. Longest held first, through messages_held. Rows held before the reason
+-- column existed get the reason their text tells.
+SELECT id, account, campaign, stream, rcpt, attempts,
+       coalesce(reason, CASE WHEN last_reply_text LIKE 'no reply: worker lost%'
+                             THEN 'recovered_ambiguous' ELSE 'no_reply' END),
+       last_reply_code, last_reply_text, updated_at, source_ip, mx_host, resends
+FROM messages INDEXED BY messages_held
+WHERE state = 'ambiguous'
+  AND (?1 IS NULL OR account = ?1) AND (?2 IS NULL OR campaign = ?2)
+  AND (?3 IS NULL OR stream = ?3) AND (?4 IS NULL OR updated_at <= ?4)
+  AND (?5 IS NULL OR id IN (SELECT value FROM json_each(?5)))
+ORDER BY updated_at
+LIMIT ?6;
+
+-- name: held_count
+SELECT count(*) FROM messages WHERE state = 'ambiguous';
+
+-- name: release_held
+-- Filters as `held`; ?6 now. Queued again, due now, one deliberate resend more, the expiry
+-- lifted (an operator asked for this send). Events are written by the caller from the rows.
+UPDATE messages
+SET state = 'queued', due_at = ?6, expires_at = NULL, resends = resends + 1, reason = NULL,
+    updated_at = ?6
+WHERE state = 'ambiguous'
+  AND (?1 IS NULL OR account = ?1) AND (?2 IS NULL OR campaign = ?2)
+  AND (?3 IS NULL OR stream = ?3) AND (?4 IS NULL OR updated_at <= ?4)
+  AND (?5 IS NULL OR id IN (SELECT value FROM json_each(?5)))
+RETURNING id, account, resends;
+
+-- name: resolve_held
+-- Filters as `held`; ?6 state (delivered or failed), ?7 now. Settled without sending.
+UPDATE messages
+SET state = ?6, reason = 'resolved', last_reply_code = NULL,
+    last_reply_text = 'resolved as ' || ?6 || ' by an operator; held for: '
+                      || coalesce(last_reply_text, 'no reply'),
+    updated_at = ?7
+WHERE state = 'ambiguous'
+  AND (?1 IS NULL OR account = ?1) AND (?2 IS NULL OR campaign = ?2)
+  AND (?3 IS NULL OR stream = ?3) AND (?4 IS NULL OR updated_at <= ?4)
+  AND (?5 IS NULL OR id IN (SELECT value FROM json_each(?5)))
+RETURNING id, account;

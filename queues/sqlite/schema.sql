@@ -30,8 +30,13 @@ CREATE TABLE IF NOT EXISTS messages (
     source_ip       TEXT,
     platform_domain TEXT,
     mx_host         TEXT,
-    updated_at      REAL NOT NULL
+    updated_at      REAL NOT NULL,
+    reason          TEXT,
+    resends         INTEGER NOT NULL DEFAULT 0
 );
+-- reason: why a message is held (queues.protocol.HeldReason); resends: how many times it was
+-- deliberately sent again after being held. Older files get both from
+-- queues/sqlite/connection.py ADDED_COLUMNS.
 
 -- Bodies live beside their message, one to one. SQLite writes a whole row again when an
 -- UPDATE changes its size, overflow pages included: with a 4 KB body inline, every state
@@ -53,6 +58,9 @@ CREATE INDEX IF NOT EXISTS messages_claim ON messages (state, priority DESC, due
 -- Serves prune: only finished messages, oldest first.
 CREATE INDEX IF NOT EXISTS messages_finished ON messages (updated_at)
     WHERE state IN ('delivered', 'bounced', 'failed', 'ambiguous', 'suppressed', 'cancelled');
+
+-- Serves the held-mail commands (list, count, release, resolve): few rows, oldest first.
+CREATE INDEX IF NOT EXISTS messages_held ON messages (updated_at) WHERE state = 'ambiguous';
 
 -- Idempotency keys live apart from messages so that pruning a message never reopens its key.
 CREATE TABLE IF NOT EXISTS idempotency_keys (

@@ -9,7 +9,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from queues.protocol import MessageRecord, MessageState, StatusCounts
+from queues.protocol import HeldFilter, HeldMessage, MessageRecord, MessageState, StatusCounts
 from queues.sqlite.sql import Q
 
 PRUNE_BATCH = 500  # rows per delete transaction: short write locks, other writers interleave
@@ -80,3 +80,47 @@ def cancel(conn: sqlite3.Connection, account: str, campaign: str | None, now: fl
     """Queued and deferred messages of the account (or of one campaign) become cancelled;
     call inside a write transaction."""
     return conn.execute(Q.cancel, (now, account, campaign)).rowcount
+
+
+def _held_args(which: HeldFilter) -> tuple[object, ...]:
+    ids = json.dumps(list(which.ids)) if which.ids is not None else None
+    return (which.account, which.campaign, which.stream, which.held_before, ids)
+
+
+def held(conn: sqlite3.Connection, which: HeldFilter, limit: int) -> list[HeldMessage]:
+    """Held messages matching `which`, longest held first."""
+    return [HeldMessage(*row) for row in conn.execute(Q.held, (*_held_args(which), limit))]
+
+
+def held_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute(Q.held_count).fetchone()[0])
+
+
+def release_held(conn: sqlite3.Connection, which: HeldFilter, now: float) -> int:
+    """Queue the matching held messages again, each with its `message.released` event."""
+    rows = conn.execute(Q.release_held, (*_held_args(which), now)).fetchall()
+    conn.executemany(
+        Q.insert_event,
+        [
+            (now, "message.released", msg_id, account,
+             json.dumps({"reason": "held_released", "resends": resends}))
+            for msg_id, account, resends in rows
+        ],
+    )  # fmt: skip
+    return len(rows)
+
+
+def resolve_held(
+    conn: sqlite3.Connection, which: HeldFilter, state: MessageState, now: float
+) -> int:
+    """Settle the matching held messages as `state`, each with its `message.resolved` event."""
+    rows = conn.execute(Q.resolve_held, (*_held_args(which), state.value, now)).fetchall()
+    conn.executemany(
+        Q.insert_event,
+        [
+            (now, "message.resolved", msg_id, account,
+             json.dumps({"reason": "held_resolved", "state": state.value}))
+            for msg_id, account in rows
+        ],
+    )  # fmt: skip
+    return len(rows)

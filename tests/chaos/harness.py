@@ -29,7 +29,7 @@ from typing import IO
 from dispatcher.config import Config, load_config
 from dispatcher.engine.runtime import Runtime
 from dispatcher.message.verp import Verp
-from queues.protocol import MessageState
+from queues.protocol import HeldFilter, HeldReason
 from tests.chaos.checker import Fate, Verdict, check
 from tests.chaos.setup import DISPATCH, payload, write_config
 from tests.chaos.sink import read_events
@@ -37,7 +37,6 @@ from tests.chaos.sink import read_events
 REPO = Path(__file__).resolve().parents[2]
 PG_RESTART = ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart"]
 RECOVERY_INTERVAL = 10.0  # dispatcher/engine.py: _recovery runs every 10 s
-SQLITE_RECOVERED = "no reply: worker lost"  # queues/sqlite: recover_committing_hold's text
 
 
 def _pg_lease_ttl() -> float:
@@ -342,26 +341,16 @@ async def _supervise(workers: Workers, done: asyncio.Event) -> None:
 
 
 async def _fates(rt: Runtime, config: Config, ids: list[str]) -> dict[str, Fate]:
-    recovered: set[str] = set()
-    if config.queue.backend == "postgres":
-        import asyncpg
-
-        conn = await asyncpg.connect(config.queue.dsn)
-        try:
-            rows = await conn.fetch(
-                "SELECT id FROM md_history WHERE reason = 'recovered_ambiguous'"
-            )
-        finally:
-            await conn.close()
-        recovered = {r["id"] for r in rows}
+    # Held by recovery: the same reason on both backends (`maildispatch held` shows it).
+    recovered = {
+        h.id
+        for h in await rt.queue.held(HeldFilter(), limit=len(ids) + 1)
+        if h.reason == HeldReason.WORKER_LOST
+    }
     fates: dict[str, Fate] = {}
     for start in range(0, len(ids), 1000):
         for rec in await rt.queue.get(ids[start : start + 1000]):
-            by_recovery = rec.id in recovered or (
-                rec.state == MessageState.AMBIGUOUS
-                and (rec.last_reply_text or "").startswith(SQLITE_RECOVERED)
-            )
-            fates[rec.id] = Fate(rec.state, by_recovery)
+            fates[rec.id] = Fate(rec.state, rec.id in recovered)
     return fates
 
 

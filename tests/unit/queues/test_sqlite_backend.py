@@ -12,7 +12,7 @@ import pytest
 
 from queues import open_queue
 from queues.errors import InvalidQueueInput, LeaseLost
-from queues.protocol import MessageState
+from queues.protocol import HeldFilter, HeldReason, MessageState
 from queues.sqlite.backend import SqliteQueue
 from queues.sqlite.locks import lock_dir
 from tests.support.queues import delivered, ids, message, messages
@@ -253,3 +253,38 @@ async def test_a_file_of_another_schema_version_is_refused(tmp_path: Path) -> No
     again = SqliteQueue(tmp_path / "new.db")
     await again.open()  # its own version: accepted
     await again.close()
+
+
+async def test_a_file_from_before_held_mail_gets_its_columns_on_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    q = SqliteQueue(path)
+    await q.open()
+    now = time.time()
+    m = message(due_at=now - 1)
+    await q.enqueue_many([m])
+    lease = await q.register_worker()
+    await q.claim(lease, 1, now)
+    await q.mark_committing(lease, [m.id])
+    await q.close()
+    # The file as it was before the held-mail columns (a committing message in it).
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE messages DROP COLUMN reason")
+    conn.execute("ALTER TABLE messages DROP COLUMN resends")
+    conn.commit()
+    conn.close()
+    assert "reason" not in {r[1] for r in inspect(path, "PRAGMA table_info(messages)")}
+
+    q = SqliteQueue(path)
+    await q.open()
+    try:
+        columns = {r[1] for r in inspect(path, "PRAGMA table_info(messages)")}
+        assert {"reason", "resends"} <= columns
+        assert (await q.recover(now + 3600)).ambiguous == 1
+        (held,) = await q.held(HeldFilter())
+        assert (held.id, held.reason, held.resends) == (m.id, HeldReason.WORKER_LOST, 0)
+    finally:
+        await q.close()
+    # Opening again changes nothing (idempotent).
+    q = SqliteQueue(path)
+    await q.open()
+    await q.close()
