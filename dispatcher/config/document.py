@@ -117,9 +117,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
     metrics = metrics_section.parse_metrics(top.table(metrics_section.SECTION))
     log = log_section.parse_log(top.table(log_section.SECTION))
     api = api_section.parse_api(top.table(api_section.SECTION))
-    coordination = coordination_section.parse_coordination(
-        top.table(coordination_section.SECTION)
-    )
+    coordination = coordination_section.parse_coordination(top.table(coordination_section.SECTION))
     top.done()
 
     return Config(

@@ -669,11 +669,11 @@ class Engine:
                         report.requeued,
                         report.ambiguous,
                     )
-                released = await self._release_held_after_delay()
+                # Shielded: a release the database made is counted even if we stop now.
+                await asyncio.shield(self._release_held_after_delay())
                 if self.metrics is not None:
                     self.metrics.queue_depth.set(await self.queue.active_count())
                     self.metrics.held.set(await self.queue.held_count())
-                    self.metrics.held_released.inc(released)
             except Exception as e:
                 log.warning("recovery pass failed: %s", e)
             self._prune_lanes()
@@ -693,6 +693,8 @@ class Engine:
                 continue
             which = HeldFilter(stream=name, held_before=now - stream.release_after)
             n = await self.queue.release_held(which, now)
+            if self.metrics is not None:
+                self.metrics.held_released.inc(n)
             if n:
                 log.warning("released %d held messages of stream %s after %gs", n, name,
                             stream.release_after)  # fmt: skip

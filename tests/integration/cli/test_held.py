@@ -167,6 +167,12 @@ async def test_a_stream_releases_its_held_mail_after_the_delay(
             if states == {S.DELIVERED}:
                 break
         assert states == {S.DELIVERED}
+        released: list[str] = []
+        after = 0
+        while page := await rt.queue.read_events(after, 100):
+            released += [e.message_id or "" for e in page if e.kind == "message.released"]
+            after = page[-1].seq
+        assert sorted(released) == sorted([*spring, *autumn])  # each a counted resend
         assert rt.metrics.held_released._value.get() == 5  # type: ignore[attr-defined]
         assert len(server.received) == 10
     finally:

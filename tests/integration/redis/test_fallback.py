@@ -27,8 +27,9 @@ async def fleet() -> AsyncIterator[tuple[RedisServer, TcpGate, list[FallbackCoun
     server = RedisServer().start()
     gate = await TcpGate("127.0.0.1", server.port).start()
     shared = [
-        RedisCounters(gate.url(), worker_id=f"w{i}", keyspace=Keyspace("fb"), timeout=0.3,
-                      ack_window=0.2)
+        RedisCounters(
+            gate.url(), worker_id=f"w{i}", keyspace=Keyspace("fb"), timeout=0.3, ack_window=0.2
+        )
         for i in range(2)
     ]
     for s in shared:
@@ -75,8 +76,9 @@ async def test_a_process_back_first_holds_back_the_shares_of_those_still_cut_off
     server = RedisServer().start()
     gates = [await TcpGate("127.0.0.1", server.port).start() for _ in range(2)]
     shared = [
-        RedisCounters(g.url(), worker_id=f"w{i}", keyspace=Keyspace("fb2"), timeout=0.3,
-                      ack_window=0.2)
+        RedisCounters(
+            g.url(), worker_id=f"w{i}", keyspace=Keyspace("fb2"), timeout=0.3, ack_window=0.2
+        )
         for i, g in enumerate(gates)
     ]
     try:
