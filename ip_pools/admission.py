@@ -21,6 +21,7 @@ counters for one set of IPs, so that together they stay under the limits.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import math
 from collections.abc import Iterable, Mapping
@@ -160,6 +161,8 @@ class Admission:
         self._ips: dict[str, SourceIp] = {ip.address: ip for p in policy.pools for ip in p.ips}
         self._rules: dict[str, ShapingRule] = {}
         self._tokens: dict[str, _Tokens] = {}
+        self._taking: dict[str, list[asyncio.Future[None]]] = {}  # rate key -> waiters
+        self._empty_until: dict[str, float] = {}  # rate key -> no token conforms before
         self._rotations: dict[tuple[str, str], _SmoothWeighted] = {}
         self._progress: dict[str, WarmupProgress] = {}
         self._progress_changed: dict[str, WarmupProgress] = {}
@@ -301,9 +304,13 @@ class Admission:
             return blocked
         rate = self.rule(route_key).rate
         if rate is not None:
-            tokens = self._tokens.get(rate_key(ip.address, route_key))
+            rkey = rate_key(ip.address, route_key)
+            tokens = self._tokens.get(rkey)
             if tokens is None or tokens.left <= 0 or tokens.until < now:
-                at = await self.counters.next_token(rate_key(ip.address, route_key), rate, now)
+                empty = self._empty_until.get(rkey, 0.0)
+                if empty > now:
+                    return Decision(False, empty, Reason.RATE)
+                at = await self.counters.next_token(rkey, rate, now)
                 if at > now:
                     return Decision(False, at, Reason.RATE)
         return Decision(True, now, Reason.OK)
@@ -318,18 +325,45 @@ class Admission:
         rkey = rate_key(address, route_key)
         if rate is not None:
             tokens = self._tokens.get(rkey)
-            if tokens is None or tokens.left <= 0 or tokens.until < now:
-                grant = await self.counters.take_tokens(rkey, rate, self.token_batch, now)
-                if not grant.granted:
-                    return Decision(False, grant.retry_at, Reason.RATE)
-                tokens = _Tokens(grant.granted, now + self.token_hold)
-                self._tokens[rkey] = tokens
+            while tokens is None or tokens.left <= 0 or tokens.until < now:
+                empty = self._empty_until.get(rkey, 0.0)
+                if empty > now:
+                    return Decision(False, empty, Reason.RATE)
+                # One take per key at a time: the sessions waiting share its batch, instead
+                # of each asking (and the later grants overwriting the earlier).
+                waiting = self._taking.get(rkey)
+                if waiting is None:
+                    self._taking[rkey] = waiting = []
+                    try:
+                        await self._take(rkey, rate, now)
+                    finally:
+                        del self._taking[rkey]
+                        for w in waiting:
+                            if not w.done():
+                                w.set_result(None)
+                else:
+                    # Only a remote Counters suspends, so a loop is running here.
+                    w = asyncio.get_running_loop().create_future()
+                    waiting.append(w)
+                    await w
+                tokens = self._tokens.get(rkey)
+                if self._empty_until.get(rkey, 0.0) > now:
+                    return Decision(False, self._empty_until[rkey], Reason.RATE)
             tokens.left -= 1
         if not await self._count(ip, route_key, now):
             if rate is not None:
                 self._tokens[rkey].left += 1  # not spent: keep it for the next message
             return Decision(False, next_utc_day(now), Reason.CAP)
         return Decision(True, now, Reason.OK)
+
+    async def _take(self, rkey: str, rate: Rate, now: float) -> None:
+        grant = await self.counters.take_tokens(rkey, rate, self.token_batch, now)
+        if grant.granted:
+            self._tokens[rkey] = _Tokens(grant.granted, now + self.token_hold)
+            self._empty_until.pop(rkey, None)
+        else:
+            # None conforms before then: nobody asks again sooner.
+            self._empty_until[rkey] = grant.retry_at
 
     async def _count(self, ip: SourceIp, route_key: str, now: float) -> bool:
         """Count one message against the day's caps (warming IPs only); False when full."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -94,6 +95,26 @@ def parse_key(key: str) -> tuple[str, int, str, str]:
     return kind, day, ip, route
 
 
+@dataclass(frozen=True, slots=True)
+class _Grant:
+    granted: int
+    retry_at: float
+    paused: bool = False
+
+
+@dataclass(slots=True)
+class _Stock:
+    """Rate tokens this process holds for one key, until `until` (monotonic)."""
+
+    rate: Rate
+    tokens: int = 0
+    until: float = 0.0
+    asked: float = 0.0  # monotonic time of the last ask
+    retry_at: float = 0.0  # no batch conforms before (POSIX time), from the last refusal
+    paused_until: float = 0.0  # POSIX time
+    due: float = 0.0  # monotonic time a refill is due (0: none)
+
+
 @dataclass(slots=True)
 class _Count:
     value: int
@@ -112,6 +133,10 @@ class RedisCounters:
         source: RebuildSource | None = None,
         known_ips: Collection[str] = (),
         window: float = 0.15,
+        least: float = 1.0,
+        hold: float = 1.0,
+        slot: float = 0.02,
+        tick: float = 0.5,
         timeout: float = 1.0,
         ack_window: float = 3.0,
         count_fresh: float = 1.0,
@@ -124,6 +149,14 @@ class RedisCounters:
         self.source: RebuildSource = source or NoSource()
         self.known_ips = set(known_ips)
         self.window_us = int(window * 1e6)
+        self.least = least  # a refill grants at least this share of its batch, or none
+        self.hold = hold  # tokens unspent this long after their take lapse
+        self.tick = tick  # stocks asked for are topped up at least this often
+        self.slot = slot  # refills due within one slot share a round trip
+        self._phase = time.monotonic() % slot
+        self._schedule = asyncio.Event()
+        self._round: asyncio.Future[None] | None = None
+        self._stock: dict[str, _Stock] = {}
         self.ack_window = ack_window
         self.count_fresh = count_fresh
         self.clock = clock
@@ -154,6 +187,9 @@ class RedisCounters:
         """Start the link and the listener and sync the epoch (rebuilding when Redis is
         empty); waits up to `wait` seconds for it to be ready (it goes on in the background)."""
         self._tasks.append(self.link.start())
+        self._tasks.append(
+            asyncio.create_task(self._scheduler(), name="redis-counters-refills")
+        )
         self._tasks.append(
             asyncio.create_task(
                 subscribe(
@@ -204,26 +240,146 @@ class RedisCounters:
     # -- the Counters interface ------------------------------------------------------------
 
     async def take_tokens(self, key: str, rate: Rate, want: int, now: float) -> TokenGrant:
+        """Tokens from this process's stock. A key whose stock ran out is refilled when its
+        next batch conforms (GCRA says when); refills due in the same `slot` go out in one
+        round trip, and every other key asked for lately whose stock is under half a batch
+        rides along in it."""
+        want = max(0, want)
+        mono = time.monotonic()
+        st = self._stock.get(key)
+        if st is None:
+            st = self._stock[key] = _Stock(rate)
+        st.rate, st.asked = rate, mono
+        for _ in range(3):
+            if st.tokens > 0 and st.until > mono:
+                n = min(want, st.tokens)
+                st.tokens -= n
+                return TokenGrant(n, now)
+            if st.paused_until > now:
+                return TokenGrant(0, st.paused_until)
+            self._check()
+            at = mono + max(0.0, st.retry_at - now)  # when the next batch conforms
+            if st.due <= 0 or at < st.due:
+                st.due = at
+            self._schedule.set()
+            if st.due > mono + self.slot:
+                return TokenGrant(0, now + (st.due - mono) + self.slot)
+            await asyncio.shield(self._next_round())
+            mono, now = time.monotonic(), self.clock()
+        return TokenGrant(0, now + self.slot)
+
+    def _next_round(self) -> asyncio.Future[None]:
+        if self._round is None or self._round.done():
+            self._round = asyncio.get_running_loop().create_future()
+        return self._round
+
+    async def _scheduler(self) -> None:
+        """Send refills: every `tick` while keys are asked for (each topped up to a batch,
+        all in one round trip), and in between the ones due when a stock ran out (rounded up
+        to the `slot` grid, so refills due together share a round trip). Nothing when idle."""
+        next_tick = time.monotonic() + self.tick
+        while not self._closed:
+            mono = time.monotonic()
+            dues = [st.due for st in self._stock.values() if st.due > 0]
+            active = any(st.asked > mono - self.hold for st in self._stock.values())
+            if not dues and not active:
+                self._schedule.clear()
+                await self._schedule.wait()
+                next_tick = time.monotonic() + self.tick
+                continue
+            at = next_tick if active else float("inf")
+            if dues:
+                first = min(dues)
+                at = min(at, first + (-(first - self._phase) % self.slot))
+            if at > mono:
+                self._schedule.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._schedule.wait(), at - mono)
+                if time.monotonic() < at:
+                    continue  # something new: recompute
+            ticking = time.monotonic() >= next_tick
+            if ticking:
+                next_tick = time.monotonic() + self.tick
+            round_ = self._next_round()
+            try:
+                await self._refill_round(self.clock(), ticking)
+            except (CoordinationUnavailable, RedisError):
+                pass  # the state says so; the decisions waiting see it
+            finally:
+                if not round_.done():
+                    round_.set_result(None)
+
+    async def _refill_round(self, now: float, ticking: bool) -> None:
+        mono = time.monotonic()
+        calls = []
+        for key, st in self._stock.items():
+            batch = self._batch(st.rate)
+            held = st.tokens if st.until > mono else 0
+            if st.due > 0 and st.due <= mono + self.slot:
+                st.due = 0.0
+                calls.append(self._top_up(key, now, batch - held, self.least))
+            elif (
+                st.asked > mono - self.hold
+                and st.paused_until <= now
+                and held < batch
+                and (ticking or held * 2 < batch)
+            ):
+                calls.append(self._top_up(key, now, batch - held, 0.0 if ticking else 0.5))
+        if calls:
+            await asyncio.gather(*calls)
+
+    async def _top_up(self, key: str, now: float, want: int, least: float) -> None:
+        st = self._stock[key]
         _, _, ip, route = parse_key(key)
-        return await self._rate(ip, route, rate, max(0, want), now)
+        sent = time.monotonic()
+        epoch = self.epoch
+        grant = await self._rate(ip, route, st.rate, want, now, least)
+        if grant.paused:
+            st.paused_until = grant.retry_at
+        if grant.granted and epoch == self.epoch:
+            # Unspent tokens lapse with their lease, never given back.
+            st.tokens = (st.tokens if st.until > time.monotonic() else 0) + grant.granted
+            st.until = sent + self.hold
+        st.retry_at = grant.retry_at  # when the next batch conforms
+
+    def _batch(self, rate: Rate) -> int:
+        """At most `window` of the rate and the burst; at least one token."""
+        return max(1, min(rate.burst, math.floor(self.window_us / 1e6 / rate.interval)))
+
+    def _drop_stock(self, ip: str | None = None, route: str | None = None) -> None:
+        """Forget held tokens (a pause, an epoch change): they must not be spent."""
+        for key, st in self._stock.items():
+            if ip is None:
+                st.tokens = 0
+                continue
+            _, _, k_ip, k_route = parse_key(key)
+            if k_ip == ip and (route in (None, ANY_PROVIDER) or k_route == route):
+                st.tokens = 0
 
     async def next_token(self, key: str, rate: Rate, now: float) -> float:
+        st = self._stock.get(key)
+        if st is not None and st.tokens > 0 and st.until > time.monotonic():
+            return now
+        if st is not None and st.retry_at > now:
+            return st.retry_at
         _, _, ip, route = parse_key(key)
-        grant = await self._rate(ip, route, rate, 0, now)
+        grant = await self._rate(ip, route, rate, 0, now, 0.0)
         return max(now, grant.retry_at)
 
-    async def _rate(self, ip: str, route: str, rate: Rate, want: int, now: float) -> TokenGrant:
+    async def _rate(
+        self, ip: str, route: str, rate: Rate, want: int, now: float, least: float
+    ) -> _Grant:
         code, granted, wait, _ = await self._script(
             ip,
             scripts.RATE,
             [self.keys.rate(ip, route), self.keys.pauses(ip)],
-            [route, want, rate.interval * 1e6, rate.burst, self.window_us],
+            [route, want, rate.interval * 1e6, rate.burst, self.window_us, least],
         )
         if code == -2:
             until = int(wait) / 1e6
-            self._pauses.setdefault(ip, {})[route] = until
-            return TokenGrant(0, until)
-        return TokenGrant(int(granted), now + int(wait) / 1e6)
+            self._set_pause(ip, route, until)
+            return _Grant(0, until, paused=True)
+        return _Grant(int(granted), now + int(wait) / 1e6)
 
     async def add_count(self, key: str, n: int, cap: int | None, expires_at: float) -> int:
         _, day, ip, route = parse_key(key)
@@ -443,6 +599,7 @@ class RedisCounters:
         self._kick()
 
     def _refused(self, ip: str, held: str | None) -> None:
+        self._drop_stock()
         if held is None:
             self._missing.add(ip)
         self.ready = False
@@ -497,6 +654,7 @@ class RedisCounters:
                 if self.epoch is not None and epoch not in self._acked and self._noticed:
                     await self._late_charge(epoch, self._noticed)
                 self.epoch = epoch
+                self._drop_stock()
                 self._counts.clear()
                 self._pauses_at.clear()
             if self._missing:
@@ -644,6 +802,13 @@ class RedisCounters:
 
     def _set_pause(self, ip: str, route: str, until: float) -> None:
         self._pauses.setdefault(ip, {})[route] = until
+        paused = until > self.clock()
+        for key, st in self._stock.items():
+            _, _, k_ip, k_route = parse_key(key)
+            if k_ip == ip and route in (ANY_PROVIDER, k_route):
+                if paused:
+                    st.tokens = 0  # held tokens must not be spent under a pause
+                st.paused_until = until if paused else 0.0
 
     def _on_message(self, data: str) -> None:
         kind, _, rest = data.partition("|")
@@ -654,6 +819,7 @@ class RedisCounters:
         elif kind == "epoch":
             epoch, _, _state = rest.partition("|")
             if epoch != self.epoch:
+                self._drop_stock()
                 self.ready = False
                 self._ready_event.clear()
                 self._notice()

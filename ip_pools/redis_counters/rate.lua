@@ -3,9 +3,11 @@
 -- given back; a pause in force for the IP or the route grants none.
 -- KEYS: 1 epoch, 2 rate (theoretical arrival time, us), 3 pauses (hash route|"*" -> until us)
 -- ARGV: 1 epoch, 2 route, 3 want, 4 emission interval us, 5 burst (tokens),
---       6 window us (a take is at most this much of the rate, at least one token; 0: no cap)
+--       6 window us (a take is at most this much of the rate, at least one token; 0: no cap),
+--       7 least, a share of the batch (after its caps): fewer conforming grants none, and
+--         says when that many will (so a contended key is not drained one token at a time)
 -- Returns {code, granted, wait_us, now_us}:
---   code 1: `granted` tokens (0..want); the next one conforms in `wait_us`
+--   code 1: `granted` tokens (0..want); `least` of a batch conform again in `wait_us`
 --   code -1: epoch refused (granted = the epoch held, false when missing)
 --   code -2: paused; wait_us = the end of the pause (us, absolute)
 local held = redis.call('GET', KEYS[1])
@@ -40,11 +42,16 @@ local n = math.floor((now - base + tau) / interval) + 1
 if now - base + tau < 0 then n = 0 end
 if n > want then n = want end
 if n < 0 then n = 0 end
+local least = math.max(1, math.min(math.ceil(want * (tonumber(ARGV[7]) or 0)), want))
+if want > 0 and n < least then
+  return {1, 0, math.ceil(math.max(0, base + (least - 1) * interval - tau - now)), now}
+end
 if n > 0 then
   base = base + n * interval
   redis.call('SET', KEYS[2], string.format('%d', math.ceil(base)),
     'PX', math.ceil((base - now) / 1000) + 1000)
 end
-local wait = base - tau - now
+-- When to ask again: when `least` of such a batch conforms (one token with least 0).
+local wait = base + (least - 1) * interval - tau - now
 if wait < 0 then wait = 0 end
 return {1, n, math.ceil(wait), now}

@@ -51,11 +51,12 @@ async def take(
     ip: str = IP,
     route: str = "google",
     epoch: str = EPOCH,
+    least: float = 0.0,
 ) -> list[int]:
     r = await link.script(
         scripts.RATE,
         [ks.epoch(ip), ks.rate(ip, route), ks.pauses(ip)],
-        [epoch, route, want, interval_us, burst, window_us],
+        [epoch, route, want, interval_us, burst, window_us, least],
     )
     return [int(x) if x is not None else 0 for x in r] if r[0] != -1 else r
 
@@ -91,6 +92,25 @@ async def test_window_caps_a_take_and_low_rates_get_one(link: RedisLink, ks: Key
         link, ks, 100, interval_us=60e6, burst=10, window_us=150_000, route="slow"
     )
     assert granted == 1
+
+
+async def test_least_grants_a_batch_or_says_when_it_fits(link: RedisLink, ks: Keyspace) -> None:
+    await set_epoch(link, ks, IP)
+    # 100/s, burst 10: the burst goes, then a take of 6 "at least all" waits for 6 to fit.
+    _, granted, _, _ = await take(link, ks, 10, interval_us=10_000, burst=10, least=1.0)
+    assert granted == 10
+    _, granted, wait, _ = await take(link, ks, 6, interval_us=10_000, burst=10, least=1.0)
+    assert granted == 0 and 50_000 < wait <= 60_000  # the 6th conforms ~60 ms on
+    await asyncio.sleep(0.03)
+    _, granted, _, _ = await take(link, ks, 6, interval_us=10_000, burst=10, least=1.0)
+    assert granted == 0  # 3 conform: not enough
+    _, granted, _, _ = await take(link, ks, 6, interval_us=10_000, burst=10, least=0.5)
+    assert granted == 3  # half the batch is enough
+    # A batch capped by the window asks at least its capped size, not the asked one.
+    await asyncio.sleep(0.11)
+    _, granted, _, _ = await take(link, ks, 50, interval_us=10_000, burst=10, window_us=50_000,
+                                  least=1.0)
+    assert granted == 5
 
 
 async def test_peek_takes_nothing(link: RedisLink, ks: Keyspace) -> None:
