@@ -40,7 +40,7 @@ def config_dict(spec: WorkerSpec, state: Path) -> dict[str, Any]:
             "max_sessions": spec.max_sessions,
             "sessions_per_host": spec.sessions_per_host,
         },
-        "smtp": {"starttls": "opportunistic" if spec.tls else "never"},
+        "smtp": {"starttls": "opportunistic" if spec.tls else "never", "mark_at": spec.mark_at},
         "verp": {"secret_file": str(state / "verp.key")},
         "dkim": {
             "create_missing": True,

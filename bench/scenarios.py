@@ -136,6 +136,18 @@ def scenarios(delay: float = 0.05, sessions: int = 100) -> list[Scenario]:
             unavailable=_engine_missing,
         ),
         Scenario(
+            "latency-early-mark",
+            "as latency, with the committing mark asked for at MAIL and awaited before the "
+            'body ([smtp] mark_at = "data"): the cost of the late mark is latency vs this',
+            "engine",
+            3000,
+            1500,
+            delay=delay,
+            sessions=sessions,
+            params={**latency, "mark_at": "data"},
+            unavailable=_engine_missing,
+        ),
+        Scenario(
             "latency-naive",
             f"naive aiosmtplib, one connection per task, no DKIM, {delay * 1000:.0f} ms, "
             f"{sessions} sessions",

@@ -38,6 +38,7 @@ class WorkerSpec:
     processes: int = 1
     max_sessions: int = 100
     sessions_per_host: int = 20
+    mark_at: str = "dot"  # [smtp] mark_at: "data" is the early mark, for comparison
     role: str = "main"  # "helper": an extra engine process that only drains
     # module
     module: str = ""
