@@ -247,6 +247,13 @@ class Lane:
                                     ahead_of.commit.cancel()
                                 self._done(Attempt(work, failure, host.name if host else None))
                                 continue
+                            if self.closing:
+                                # The stop came while connecting: its MAIL is not written yet,
+                                # so it does not start.
+                                self._done(Attempt(work, released("shutting down"), None))
+                                await session.close()
+                                session = None
+                                continue
                         assert host is not None
                         taken: list[_Next] = []
                         try:

@@ -182,3 +182,37 @@ async def test_a_second_sigterm_means_now(
         assert states <= {S.DELIVERED, S.AMBIGUOUS, S.QUEUED, S.SENDING, S.COMMITTING}
     finally:
         await rt.close()
+
+
+async def test_a_message_whose_session_is_still_connecting_does_not_start(
+    tmp_path: Path, key_dir: Path, smtp_server: ServerFactory
+) -> None:
+    mails: list[bytes] = []
+
+    def mail(turn: Turn) -> None:
+        mails.append(turn.command)
+
+    connecting = asyncio.Event()
+
+    def greeting(_: Turn) -> str:
+        connecting.set()  # a session is connecting: its greeting is on its way, slowly
+        return "sleep 0.6 220 slow.test ESMTP"
+
+    server = await smtp_server(greeting=greeting, mail=mail)
+    Verp.from_file(tmp_path / "verp.key", "b")
+    path = write_config(tmp_path, sink_port=server.port, key_dir=key_dir)
+    rt = await Runtime.open(load_config(path))
+    try:
+        ids = [r.id for r in await rt.enqueue([payload(0, i) for i in range(6)])]
+        engine = rt.engine()
+        stop = asyncio.Event()
+        run = asyncio.create_task(engine.run(stop))
+        await asyncio.wait_for(connecting.wait(), 10)
+        stop.set()
+        await asyncio.wait_for(run, 10)
+        assert engine.mails_after_stop == 0
+        assert mails == []
+        records = await rt.queue.get(ids)
+        assert {(r.state, r.attempts) for r in records} == {(S.QUEUED, 0)}
+    finally:
+        await rt.close()
