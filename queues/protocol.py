@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         KeyScope,
         NewApiKey,
     )
+    from queues.suppressions import Suppression
 
 # How long a worker whose heartbeat stopped keeps its messages (seconds); `[queue] lease_ttl`.
 DEFAULT_LEASE_TTL = 30.0
@@ -507,3 +508,21 @@ class Queue(Protocol):
 
     async def attempts(self, ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
         """Attempts per message id, oldest first (ids without attempts map to [])."""
+
+    # -- suppression lists (queues/suppressions.py) ---------------------------------------
+
+    async def put_suppressions(self, entries: Sequence[Suppression]) -> int:
+        """Add or replace entries (checked by make_suppression) in one transaction; how
+        many. Waiting messages to those addresses are settled when claimed."""
+
+    async def get_suppression(self, account: str, address: str) -> Suppression | None:
+        """The account's entry for the (normalized) address, else the platform-wide one."""
+
+    async def delete_suppression(self, account: str, address: str) -> bool:
+        """Remove the account's own entry; False when it had none."""
+
+    async def list_suppressions(
+        self, account: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[Suppression]:
+        """The account's entries (PLATFORM: the platform-wide list) in address order, after
+        the address `after` (a cursor)."""

@@ -38,6 +38,7 @@ from dispatcher.message.verp import Verp
 from queues.accounts import Account, AccountStatus, ApiKey, KeyScope
 from queues.errors import IdempotencyConflict, QueueError
 from queues.protocol import AttemptRecord, MessageState, MessageView, NewMessage, Queue
+from queues.suppressions import PLATFORM, Suppression, make_suppression, normalize_address
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -540,6 +541,107 @@ async def revoke_key(request: Request) -> Response:
     return Response(status_code=204, headers=request.state.rate_headers)
 
 
+# -- suppression lists ---------------------------------------------------------------------
+
+IMPORT_MAX = 10_000
+
+
+async def _suppression_account(request: Request, principal: Principal) -> str:
+    """Whose list: the key's account; for the admin key `?account=` or, without it, the
+    platform-wide list. Another account's is a 404."""
+    account_id = _text_param(request, "account")
+    if principal.account is not None:
+        if account_id is not None and account_id != principal.account.id:
+            raise _not_found()
+        return principal.account.id
+    if account_id is None:
+        return PLATFORM
+    if await services(request).queue.get_account(account_id) is None:
+        raise _not_found()
+    return account_id
+
+
+def _suppression_out(e: Suppression) -> S.SuppressionOut:
+    return S.SuppressionOut(
+        address=e.address,
+        reason=e.reason.value,
+        source=e.source,
+        scope="platform" if e.platform else "account",
+        created_at=S.when(e.created_at),  # type: ignore[arg-type]
+    )
+
+
+async def get_suppression(request: Request) -> Response:
+    principal = await authorize(request, KeyScope.FULL)
+    account = await _suppression_account(request, principal)
+    address = normalize_address(request.path_params["address"])
+    found = await services(request).queue.get_suppression(account, address)
+    if found is None:
+        raise _not_found()
+    return _json(_suppression_out(found), 200, request.state.rate_headers)
+
+
+async def put_suppression(request: Request) -> Response:
+    svc = services(request)
+    principal = await authorize(request, KeyScope.FULL)
+    account = await _suppression_account(request, principal)
+    doc: S.SuppressionIn = _decode(await read_body(request), S.SuppressionIn)
+    entry = make_suppression(
+        account, request.path_params["address"], doc.reason, doc.source, time.time()
+    )
+    await svc.queue.put_suppressions([entry])
+    return _json(_suppression_out(entry), 200, request.state.rate_headers)
+
+
+async def delete_suppression(request: Request) -> Response:
+    principal = await authorize(request, KeyScope.FULL)
+    account = await _suppression_account(request, principal)
+    address = normalize_address(request.path_params["address"])
+    if not await services(request).queue.delete_suppression(account, address):
+        raise _not_found()
+    return Response(status_code=204, headers=request.state.rate_headers)
+
+
+async def list_suppressions(request: Request) -> Response:
+    """The export: the list in address order, a page at a time."""
+    principal = await authorize(request, KeyScope.FULL)
+    account = await _suppression_account(request, principal)
+    raw = request.query_params.get("limit", "1000")
+    if not raw.isdigit() or not 1 <= int(raw) <= IMPORT_MAX:
+        raise ApiProblem(
+            422, "invalid", f"expected an integer from 1 to {IMPORT_MAX}", field="limit"
+        )
+    limit = int(raw)
+    entries = await services(request).queue.list_suppressions(
+        account, after=request.query_params.get("cursor"), limit=limit
+    )
+    page = S.SuppressionPage(
+        data=[_suppression_out(e) for e in entries],
+        next_cursor=entries[-1].address if len(entries) == limit else None,
+    )
+    return _json(page, 200, request.state.rate_headers)
+
+
+async def import_suppressions(request: Request) -> Response:
+    """Bulk import: every entry checked first, then all stored in one transaction."""
+    svc = services(request)
+    principal = await authorize(request, KeyScope.FULL)
+    account = await _suppression_account(request, principal)
+    doc: S.SuppressionImport = _decode(await read_body(request), S.SuppressionImport)
+    if len(doc.suppressions) > IMPORT_MAX:
+        raise ApiProblem(
+            422, "too_many", f"at most {IMPORT_MAX} entries per import", field="suppressions"
+        )
+    now = time.time()
+    entries = [
+        make_suppression(account, item.address, item.reason, item.source, now,
+                         where=f"suppressions[{i}]")
+        for i, item in enumerate(doc.suppressions)
+    ]  # fmt: skip
+    n = await svc.queue.put_suppressions(entries)
+    return _json(S.Imported(imported=n), 200, request.state.rate_headers)
+
+
 # -- health, metrics, openapi --------------------------------------------------------------
 
 
@@ -627,6 +729,21 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "full", None, (200, S.KeyList), (403, 404)),
     Endpoint("DELETE", "/v1/accounts/{account_id}/keys/{key_id}", revoke_key,
              "Revoke an API key", "full", None, (204, None), (403, 404)),
+    Endpoint("GET", "/v1/suppressions", list_suppressions,
+             "Export a suppression list (the key's account; admin: ?account= or the "
+             "platform-wide list)", "full", None, (200, S.SuppressionPage), (403, 404, 422)),
+    Endpoint("POST", "/v1/suppressions/import", import_suppressions,
+             "Import up to 10,000 suppressions at once", "full", S.SuppressionImport,
+             (200, S.Imported), (400, 403, 404, 413, 422)),
+    Endpoint("GET", "/v1/suppressions/{address}", get_suppression,
+             "Is this address suppressed (the account's list, then the platform's)",
+             "full", None, (200, S.SuppressionOut), (403, 404, 422)),
+    Endpoint("PUT", "/v1/suppressions/{address}", put_suppression,
+             "Suppress an address", "full", S.SuppressionIn, (200, S.SuppressionOut),
+             (400, 403, 404, 413, 422)),
+    Endpoint("DELETE", "/v1/suppressions/{address}", delete_suppression,
+             "Remove an address from the account's list", "full", None, (204, None),
+             (403, 404, 422)),
     Endpoint("GET", "/healthz", healthz, "Alive", "none", None, (200, S.Health)),
     Endpoint("GET", "/readyz", readyz, "Ready: the store (and Redis when configured) answers",
              "none", None, (200, S.Health), (503,)),

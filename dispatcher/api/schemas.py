@@ -176,3 +176,45 @@ class KeyList(msgspec.Struct):
 class Health(msgspec.Struct):
     status: Literal["ok", "unavailable"]
     checks: dict[str, str]
+
+
+SuppressionReasonName = Literal["hard_bounce", "complaint", "unsubscribe", "manual"]
+
+
+class SuppressionIn(msgspec.Struct, forbid_unknown_fields=True):
+    """`PUT /v1/suppressions/{address}`: why, and where it came from (free text)."""
+
+    reason: SuppressionReasonName = "manual"
+    source: str = "api"
+
+
+class SuppressionItem(msgspec.Struct, forbid_unknown_fields=True):
+    """One entry of a bulk import."""
+
+    address: str
+    reason: SuppressionReasonName = "manual"
+    source: str = "import"
+
+
+class SuppressionImport(msgspec.Struct, forbid_unknown_fields=True):
+    suppressions: list[SuppressionItem]
+
+
+class SuppressionOut(msgspec.Struct):
+    """`scope` is `account` (the account's own list) or `platform` (the platform-wide
+    hard-bounce list, which applies to every account)."""
+
+    address: str
+    reason: str
+    source: str
+    scope: Literal["account", "platform"]
+    created_at: Timestamp
+
+
+class SuppressionPage(msgspec.Struct):
+    data: list[SuppressionOut]
+    next_cursor: str | None
+
+
+class Imported(msgspec.Struct):
+    imported: int

@@ -48,7 +48,7 @@ from queues.postgres.enqueue import enqueue_each, enqueue_many
 from queues.postgres.heartbeat import HeartbeatConnection
 from queues.postgres.listener import WorkListener
 from queues.postgres.migrate import applied_versions, check_applied
-from queues.postgres.sql import QUERIES, REPORT_QUERIES
+from queues.postgres.sql import QUERIES, REPORT_QUERIES, SUPPRESSION_QUERIES
 from queues.protocol import (
     DEFAULT_LEASE_TTL,
     AttemptRecord,
@@ -68,6 +68,7 @@ from queues.protocol import (
     last_attempt,
     resolve_state,
 )
+from queues.suppressions import Suppression, SuppressionReason
 
 # Rows per statement: big enough that a broadcast takes few round trips, small enough that
 # one statement's arrays (bodies included) stay a few tens of megabytes.
@@ -247,14 +248,35 @@ class PostgresQueue:
         if limit <= 0:
             return []
         wall = time.time()
+        rows: list[asyncpg.Record] = []
         async with self._db.connection() as conn:
-            rows = await conn.fetch(
-                QUERIES["claim"], lease.worker_id, lease.epoch, now, limit, wall
-            )
-            if not rows and not await conn.fetchval(
-                QUERIES["lease_alive"], lease.worker_id, lease.epoch, wall
-            ):
-                raise LeaseLost(f"lease {lease.worker_id}/{lease.epoch} expired or was taken over")
+            while len(rows) < limit:
+                wanted = limit - len(rows)
+                batch = await conn.fetch(
+                    QUERIES["claim"], lease.worker_id, lease.epoch, now, wanted, wall
+                )
+                if not batch:
+                    if not rows and not await conn.fetchval(
+                        QUERIES["lease_alive"], lease.worker_id, lease.epoch, wall
+                    ):
+                        raise LeaseLost(
+                            f"lease {lease.worker_id}/{lease.epoch} expired or was taken over"
+                        )
+                    break
+                # Suppressed since enqueue (an unsubscribe during a broadcast): settled, not
+                # sent. Fenced by the lease; a crash in between leaves them to recovery.
+                settled = set(
+                    await conn.fetchval(
+                        SUPPRESSION_QUERIES["settle"],
+                        [r["id"] for r in batch],
+                        lease.worker_id,
+                        lease.epoch,
+                        wall,
+                    )
+                )
+                rows += [r for r in batch if r["id"] not in settled] if settled else batch
+                if not settled or len(batch) < wanted:
+                    break  # read again only to replace suppressed ones
         return [
             ClaimedMessage(
                 id=r["id"],
@@ -295,9 +317,16 @@ class PostgresQueue:
         """The fenced `committing` mark, durable (synchronous commit) before it returns."""
         if not ids:
             return set()
-        rows = await self._db.fetch(
-            QUERIES["mark_committing"], lease.worker_id, lease.epoch, list(ids), time.time()
-        )
+        now = time.time()
+        async with self._db.connection() as conn, conn.transaction():
+            # The final gate: an address suppressed while its message was on the way is
+            # refused here and the message settled `suppressed` (no dot, nothing resends).
+            await conn.fetchval(
+                SUPPRESSION_QUERIES["settle"], list(ids), lease.worker_id, lease.epoch, now
+            )
+            rows = await conn.fetch(
+                QUERIES["mark_committing"], lease.worker_id, lease.epoch, list(ids), now
+            )
         return {r["id"] for r in rows}
 
     async def record_outcomes(
@@ -556,6 +585,49 @@ class PostgresQueue:
 
     async def revoke_api_key(self, account_id: str, key_id: str) -> bool:
         return await self._accounts.revoke(account_id, key_id)
+
+    # -- suppression lists -----------------------------------------------------------------
+
+    async def put_suppressions(self, entries: Sequence[Suppression]) -> int:
+        # The last entry of an address wins (ON CONFLICT may not touch a row twice).
+        unique = {(e.account, e.address): e for e in entries}
+        if not unique:
+            return 0
+        rows = list(unique.values())
+        await self._db.fetch(
+            SUPPRESSION_QUERIES["put"],
+            [e.account for e in rows],
+            [e.address for e in rows],
+            [e.reason.value for e in rows],
+            [e.source for e in rows],
+            [e.created_at for e in rows],
+        )
+        return len(entries)
+
+    async def get_suppression(self, account: str, address: str) -> Suppression | None:
+        row = await self._db.fetchrow(SUPPRESSION_QUERIES["get"], account, address)
+        return None if row is None else _suppression(row)
+
+    async def delete_suppression(self, account: str, address: str) -> bool:
+        return bool(await self._db.fetch(SUPPRESSION_QUERIES["delete"], account, address))
+
+    async def list_suppressions(
+        self, account: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[Suppression]:
+        rows = await self._db.fetch(
+            SUPPRESSION_QUERIES["listing"], account, after or "", max(0, min(limit, 10_000))
+        )
+        return [_suppression(r) for r in rows]
+
+
+def _suppression(r: asyncpg.Record) -> Suppression:
+    return Suppression(
+        account=r["account"],
+        address=r["address"],
+        reason=SuppressionReason(r["reason"]),
+        source=r["source"],
+        created_at=r["created_at"],
+    )
 
 
 def _view(r: asyncpg.Record) -> MessageView:

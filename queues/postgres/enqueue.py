@@ -33,7 +33,7 @@ from queues.postgres.batches import (
     message_records,
 )
 from queues.postgres.connection import Connection, Database
-from queues.postgres.sql import QUERIES
+from queues.postgres.sql import QUERIES, SUPPRESSION_QUERIES
 from queues.protocol import EnqueueResult, NewMessage
 
 CHUNK_ROWS = 20_000
@@ -124,6 +124,8 @@ async def _refresh_statistics(db: Database, added: int) -> None:
 async def _copy_messages(conn: Connection, part: Sequence[NewMessage], now: float) -> None:
     await conn.copy_records("md_message", MESSAGE_COLUMNS, message_records(part, now))
     await conn.copy_records("md_content", CONTENT_COLUMNS, content_records(part, now))
+    # Mail to a suppressed address is stored `suppressed` (terminal, reported), never sent.
+    await conn.fetchval(SUPPRESSION_QUERIES["settle"], [m.id for m in part], None, None, now)
 
 
 async def _optimistic(db: Database, ordered: Sequence[NewMessage], now: float) -> set[str] | None:

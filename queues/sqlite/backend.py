@@ -44,10 +44,12 @@ from queues.protocol import (
 )
 from queues.sqlite import accounts, delivery, leases, reports, status
 from queues.sqlite import events as events_module
+from queues.sqlite import suppressions as suppression_lists
 from queues.sqlite.connection import SqliteConnection, add_missing_columns, transaction
 from queues.sqlite.enqueue import enqueue_batch
 from queues.sqlite.locks import OwnLocks, lock_dir
 from queues.sqlite.sql import schema
+from queues.suppressions import Suppression
 
 
 class SqliteQueue:
@@ -395,6 +397,34 @@ class SqliteQueue:
     async def revoke_api_key(self, account_id: str, key_id: str) -> bool:
         return await self._db.write(
             partial(accounts.revoke, account_id=account_id, key_id=key_id, now=time.time())
+        )
+
+    # -- suppression lists -----------------------------------------------------------------
+
+    async def put_suppressions(self, entries: Sequence[Suppression]) -> int:
+        batch = list(entries)
+        if not batch:
+            return 0
+        return await self._db.write(partial(suppression_lists.put, entries=batch))
+
+    async def get_suppression(self, account: str, address: str) -> Suppression | None:
+        return await self._db.run(partial(suppression_lists.get, account=account, address=address))
+
+    async def delete_suppression(self, account: str, address: str) -> bool:
+        return await self._db.write(
+            partial(suppression_lists.delete, account=account, address=address)
+        )
+
+    async def list_suppressions(
+        self, account: str, *, after: str | None = None, limit: int = 1000
+    ) -> list[Suppression]:
+        return await self._db.run(
+            partial(
+                suppression_lists.listing,
+                account=account,
+                after=after,
+                limit=max(0, min(limit, 10_000)),
+            )
         )
 
 

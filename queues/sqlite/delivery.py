@@ -23,6 +23,7 @@ from queues.protocol import (
 from queues.sqlite.events import write_events, write_outcome_events
 from queues.sqlite.leases import is_current
 from queues.sqlite.sql import Q
+from queues.sqlite.suppressions import settle
 from queues.text import storable
 
 _NEEDS_RETRY_AT = frozenset({MessageState.DEFERRED, MessageState.QUEUED})
@@ -47,13 +48,17 @@ def claim(conn: sqlite3.Connection, lease: Lease, limit: int, now: float) -> lis
         rows = conn.execute(Q.claim_candidates, (now, wanted)).fetchall()
         expired = [(now, row[0]) for row in rows if _expired(row[_EXPIRES_AT], now)]
         taken = [row for row in rows if not _expired(row[_EXPIRES_AT], now)]
+        # Suppressed since enqueue (an unsubscribe during a broadcast): settled, not sent.
+        suppressed = settle(conn, [row[1] for row in taken], now)
+        if suppressed:
+            taken = [row for row in taken if row[1] not in suppressed]
         seqs = json.dumps([row[0] for row in taken])
         conn.execute(Q.claim_take, (lease.worker_id, lease.epoch, now, seqs))
         conn.executemany(Q.expired_event, expired)
         conn.executemany(Q.claim_expire, expired)
         claimed.extend(_claimed(row, lease) for row in taken)
-        if not expired or len(rows) < wanted:
-            break  # nothing more is due: read again only to replace expired messages
+        if (not expired and not suppressed) or len(rows) < wanted:
+            break  # nothing more is due: read again only to replace expired or suppressed ones
     return claimed
 
 
@@ -85,6 +90,9 @@ def mark_committing(
     """Compare-and-set sending -> committing; the ids granted (none for a stale lease)."""
     if not ids or not is_current(conn, lease):
         return set()
+    # The final gate: an address suppressed while its message was on the way is refused
+    # here and the message settled `suppressed` (the session sends no dot, nothing resends).
+    settle(conn, ids, now, lease.worker_id, lease.epoch)
     args = (json.dumps(list(ids)), lease.worker_id, lease.epoch, now)
     return {row[0] for row in conn.execute(Q.mark_committing, args)}
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from queues.errors import IdempotencyConflict, InvalidQueueInput
 from queues.protocol import EnqueueResult, NewMessage
 from queues.sqlite.sql import Q, R
+from queues.sqlite.suppressions import settle
 
 _Key = tuple[str, str]
 
@@ -110,6 +111,9 @@ def enqueue_batch(
             if m.metadata is not None
         ],
     )
+
+    # Mail to a suppressed address is stored `suppressed` (terminal, reported), never sent.
+    settle(conn, [m.id for m in fresh], now)
 
     results: list[EnqueueResult | IdempotencyConflict] = []
     for i, message in enumerate(messages):

@@ -149,3 +149,25 @@ END;
 CREATE INDEX IF NOT EXISTS messages_account ON messages (account, id);
 CREATE INDEX IF NOT EXISTS messages_account_campaign ON messages (account, campaign, id)
     WHERE campaign IS NOT NULL;
+
+-- Suppression lists (queues/suppressions.py): per account, and the platform-wide list of
+-- hard bounces under account '*'. Addresses are stored ASCII-lowercased; a message's
+-- recipient is looked up as lower(rcpt): two primary-key probes (its account, '*').
+CREATE TABLE IF NOT EXISTS suppressions (
+    account    TEXT NOT NULL,
+    address    TEXT NOT NULL,
+    reason     TEXT NOT NULL
+        CHECK (reason IN ('hard_bounce', 'complaint', 'unsubscribe', 'manual')),
+    source     TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (account, address)
+) WITHOUT ROWID;
+
+-- Cancelled campaigns: the committing mark refuses a message of a campaign cancelled after
+-- it was enqueued (it may have been claimed before the cancel reached the queue).
+CREATE TABLE IF NOT EXISTS cancelled_campaigns (
+    account      TEXT NOT NULL,
+    campaign     TEXT NOT NULL,
+    cancelled_at REAL NOT NULL,
+    PRIMARY KEY (account, campaign)
+) WITHOUT ROWID;

@@ -49,3 +49,4 @@ class Queries:
 Q: Final = Queries(parse_named(_read("queries.sql")))
 A: Final = Queries(parse_named(_read("accounts.sql")))
 R: Final = Queries(parse_named(_read("reports.sql")))
+S: Final = Queries(parse_named(_read("suppressions.sql")))

@@ -28,6 +28,11 @@ KIND = {
     ("POST", "/v1/accounts/{account_id}/keys"): "path",
     ("GET", "/v1/accounts/{account_id}/keys"): "path",
     ("DELETE", "/v1/accounts/{account_id}/keys/{key_id}"): "path",
+    ("GET", "/v1/suppressions"): "query",
+    ("POST", "/v1/suppressions/import"): "query",
+    ("GET", "/v1/suppressions/{address}"): "query",
+    ("PUT", "/v1/suppressions/{address}"): "query",
+    ("DELETE", "/v1/suppressions/{address}"): "query",
     ("GET", "/healthz"): "public",
     ("GET", "/readyz"): "public",
     ("GET", "/metrics"): "public",
@@ -56,6 +61,7 @@ async def _resources(api: Api) -> dict[str, dict[str, str]]:
             "account_id": account,
             "message_id": r.json()["id"],
             "key_id": keys[0]["id"],
+            "address": "reader@example.com",
         }
     return out
 
@@ -78,7 +84,8 @@ async def test_another_accounts_resources_are_404_on_every_route(api: Api) -> No
             assert r.json()["code"] == "not_found"
             checked += 1
         elif kind == "query":
-            r = await mine.request(e.method, e.path, params={"account": "creator"})
+            path = e.path.format(**res["creator"])
+            r = await mine.request(e.method, path, params={"account": "creator"})
             assert r.status_code == 404, (e.path, r.text)
             checked += 1
         elif kind == "payload":

@@ -1,0 +1,62 @@
+-- Suppression lists of the PostgreSQL queue (queues/postgres/backend.py).
+
+-- name: put
+-- $1 accounts, $2 addresses, $3 reasons, $4 sources, $5 times (one row per entry, unique).
+INSERT INTO md_suppression (account, address, reason, source, created_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[])
+ON CONFLICT (account, address) DO UPDATE
+SET reason = excluded.reason, source = excluded.source, created_at = excluded.created_at;
+
+-- name: get
+SELECT account, address, reason, source, created_at FROM md_suppression
+WHERE address = $2 AND account IN ($1, '*')
+ORDER BY account = '*'
+LIMIT 1;
+
+-- name: delete
+DELETE FROM md_suppression WHERE account = $1 AND address = $2 RETURNING 1;
+
+-- name: listing
+SELECT account, address, reason, source, created_at FROM md_suppression
+WHERE account = $1 AND address > $2
+ORDER BY address
+LIMIT $3;
+
+-- name: settle
+-- $1 ids, $2 worker (NULL: waiting messages), $3 epoch, $4 now. The messages among $1
+-- whose recipient is suppressed move to md_history as `suppressed`, each with its event.
+WITH hit AS (
+    SELECT m.id, s.reason, s.account = '*' AS platform
+    FROM md_message m
+    JOIN md_content c ON c.id = m.id
+    CROSS JOIN LATERAL (
+        SELECT s.reason, s.account FROM md_suppression s
+        WHERE s.address = lower(c.rcpt COLLATE "C") AND s.account IN (m.account, '*')
+        ORDER BY s.account = '*' LIMIT 1
+    ) s
+    WHERE m.id = ANY($1::text[])
+),
+doomed AS (
+    DELETE FROM md_message m
+    WHERE m.id = ANY(ARRAY(SELECT id FROM hit))
+      AND CASE WHEN $2::text IS NULL THEN m.state IN ('queued', 'deferred')
+               ELSE m.state = 'sending' AND m.worker_id = $2 AND m.lease_epoch = $3 END
+    RETURNING m.*
+),
+archived AS (
+    INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
+                            last_reply_code, last_reply_text, source_ip, platform_domain,
+                            mx_host, enqueued_at, finished_at)
+    SELECT d.id, 'suppressed', 'suppressed', d.attempts, d.account, d.campaign, d.stream,
+           d.pool, NULL, 'suppressed: ' || h.reason, d.source_ip, d.platform_domain,
+           d.mx_host, d.enqueued_at, $4
+    FROM doomed d JOIN hit h ON h.id = d.id
+),
+events AS (
+    INSERT INTO md_event (at, kind, message_id, account, data)
+    SELECT $4, 'message.suppressed', d.id, d.account,
+           jsonb_build_object('reason', h.reason,
+                              'scope', CASE WHEN h.platform THEN 'platform' ELSE 'account' END)
+    FROM doomed d JOIN hit h ON h.id = d.id
+)
+SELECT coalesce(array_agg(id), '{}'::text[]) AS settled FROM doomed;

@@ -1,0 +1,61 @@
+-- Suppression lists of the SQLite queue (queues/sqlite/suppressions.py).
+-- Each starts with a `-- name: <name>` line; parameters are numbered.
+
+-- name: put
+INSERT INTO suppressions (account, address, reason, source, created_at)
+VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (account, address) DO UPDATE
+SET reason = excluded.reason, source = excluded.source, created_at = excluded.created_at;
+
+-- name: get
+-- The account's own entry first, else the platform-wide one.
+SELECT account, address, reason, source, created_at FROM suppressions
+WHERE address = ?2 AND account IN (?1, '*')
+ORDER BY account = '*'
+LIMIT 1;
+
+-- name: delete
+DELETE FROM suppressions WHERE account = ?1 AND address = ?2;
+
+-- name: listing
+SELECT account, address, reason, source, created_at FROM suppressions
+WHERE account = ?1 AND address > ?2
+ORDER BY address
+LIMIT ?3;
+
+-- name: settle_event
+-- ?1 now, ?2 JSON array of ids, ?3 worker (NULL: waiting messages), ?4 epoch.
+-- Run before `settle` in its transaction, on the same rows: one event per message settled.
+INSERT INTO events (at, kind, message_id, account, data)
+SELECT ?1, 'message.suppressed', id, account, json_object('reason', why, 'scope', scope)
+FROM (
+    SELECT m.id, m.account,
+           (SELECT s.reason FROM suppressions s
+            WHERE s.address = lower(m.rcpt) AND s.account IN (m.account, '*')
+            ORDER BY s.account = '*' LIMIT 1) AS why,
+           (SELECT CASE s.account WHEN '*' THEN 'platform' ELSE 'account' END
+            FROM suppressions s
+            WHERE s.address = lower(m.rcpt) AND s.account IN (m.account, '*')
+            ORDER BY s.account = '*' LIMIT 1) AS scope
+    FROM messages m
+    WHERE m.id IN (SELECT value FROM json_each(?2))
+      AND CASE WHEN ?3 IS NULL THEN m.state IN ('queued', 'deferred')
+               ELSE m.state = 'sending' AND m.worker_id = ?3 AND m.lease_epoch = ?4 END
+)
+WHERE why IS NOT NULL;
+
+-- name: settle
+-- The messages among ?2 whose recipient is suppressed become `suppressed` (terminal).
+UPDATE messages
+SET state = 'suppressed', worker_id = NULL, lease_epoch = NULL, updated_at = ?1,
+    last_reply_code = NULL,
+    last_reply_text = 'suppressed: ' || (
+        SELECT s.reason FROM suppressions s
+        WHERE s.address = lower(messages.rcpt) AND s.account IN (messages.account, '*')
+        ORDER BY s.account = '*' LIMIT 1)
+WHERE id IN (SELECT value FROM json_each(?2))
+  AND CASE WHEN ?3 IS NULL THEN state IN ('queued', 'deferred')
+           ELSE state = 'sending' AND worker_id = ?3 AND lease_epoch = ?4 END
+  AND EXISTS (SELECT 1 FROM suppressions s
+              WHERE s.address = lower(messages.rcpt) AND s.account IN (messages.account, '*'))
+RETURNING id;
