@@ -57,6 +57,9 @@ def settle(
     under that lease."""
     if not ids:
         return set()
-    args = (now, json.dumps(list(ids)), worker_id, epoch)
+    hits = [row[0] for row in conn.execute(S.hits, (json.dumps(list(ids)), worker_id, epoch))]
+    if not hits:
+        return set()
+    args = (now, json.dumps(hits), worker_id, epoch)
     conn.execute(S.settle_event, args)
     return {row[0] for row in conn.execute(S.settle, args)}

@@ -23,6 +23,16 @@ WHERE account = ?1 AND address > ?2
 ORDER BY address
 LIMIT ?3;
 
+-- name: hits
+-- ?1 JSON array of ids, ?2 worker (NULL: waiting messages), ?3 epoch: those whose recipient
+-- is suppressed (two primary-key probes each); usually none, and then nothing is written.
+SELECT m.id FROM messages m
+WHERE m.id IN (SELECT value FROM json_each(?1))
+  AND CASE WHEN ?2 IS NULL THEN m.state IN ('queued', 'deferred')
+           ELSE m.state = 'sending' AND m.worker_id = ?2 AND m.lease_epoch = ?3 END
+  AND EXISTS (SELECT 1 FROM suppressions s
+              WHERE s.address = lower(m.rcpt) AND s.account IN (m.account, '*'));
+
 -- name: settle_event
 -- ?1 now, ?2 JSON array of ids, ?3 worker (NULL: waiting messages), ?4 epoch.
 -- Run before `settle` in its transaction, on the same rows: one event per message settled.

@@ -92,9 +92,7 @@ async def test_mail_to_a_suppressed_address_is_stored_suppressed(api: Api) -> No
         r = await acme.post("/v1/messages", json=payload(i))
         assert r.status_code == 202, r.text
         sent[i] = r.json()["id"]
-    r = await creator.post(
-        "/v1/messages", json=payload(1, **{"from": "x@creator-letters.example"})
-    )
+    r = await creator.post("/v1/messages", json=payload(1, **{"from": "x@creator-letters.example"}))
     theirs = r.json()["id"]
     states = {i: (await acme.get(f"/v1/messages/{mid}")).json() for i, mid in sent.items()}
     assert [states[i]["state"] for i in (1, 2, 3)] == ["suppressed", "suppressed", "queued"]

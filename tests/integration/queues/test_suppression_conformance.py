@@ -167,7 +167,7 @@ async def test_the_committing_mark_is_refused_and_the_message_settled(queue: Que
     # Once committing, its dot may be out: a later suppression never settles it.
     c = message()
     await queue.enqueue_many([c])
-    (claimed_c,) = await queue.claim(lease, 10, time.time())
+    assert [m.id for m in await queue.claim(lease, 10, time.time())] == [c.id]
     assert await queue.mark_committing(lease, [c.id]) == {c.id}
     await queue.put_suppressions([entry(c.rcpt)])
     await queue.mark_committing(lease, [c.id])  # a repeat after a lost reply
