@@ -421,7 +421,10 @@ class Queue(Protocol):
 
     async def cancel(self, account: str, campaign: str | None = None) -> int:
         """Queued and deferred messages of `account` (only of `campaign` when given)
-        become `cancelled`; returns how many. Messages being sent are left alone."""
+        become `cancelled`, each with a `message.cancelled` event, in batches of a few
+        thousand per transaction (a million never hold a lock for long); returns how many.
+        A campaign's cancel is remembered: a message of it enqueued before the cancel and
+        being sent meanwhile has its committing mark refused and is settled `cancelled`."""
 
     async def ping(self) -> None:
         """Answer when the store answers (readiness); raises when it does not."""

@@ -642,6 +642,29 @@ async def import_suppressions(request: Request) -> Response:
     return _json(S.Imported(imported=n), 200, request.state.rate_headers)
 
 
+async def cancel_campaign(request: Request) -> Response:
+    """Every waiting message of the campaign becomes cancelled; mail of it already on its
+    way is refused at its committing mark."""
+    svc = services(request)
+    principal = await authorize(request, KeyScope.FULL)
+    account_id = _text_param(request, "account")
+    if principal.account is not None:
+        if account_id is not None and account_id != principal.account.id:
+            raise _not_found()
+        account_id = principal.account.id
+    elif account_id is None:
+        raise ApiProblem(
+            422, "required", "the admin key cancels one account's campaign", field="account"
+        )
+    elif await svc.queue.get_account(account_id) is None:
+        raise _not_found()
+    campaign = request.path_params["campaign"]
+    if not campaign or len(campaign) > 200 or not campaign.isprintable():
+        raise ApiProblem(422, "invalid", "expected 1 to 200 printable characters", field="campaign")
+    n = await svc.queue.cancel(account_id, campaign)
+    return _json(S.Cancelled(campaign=campaign, cancelled=n), 200, request.state.rate_headers)
+
+
 # -- health, metrics, openapi --------------------------------------------------------------
 
 
@@ -744,6 +767,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("DELETE", "/v1/suppressions/{address}", delete_suppression,
              "Remove an address from the account's list", "full", None, (204, None),
              (403, 404, 422)),
+    Endpoint("POST", "/v1/campaigns/{campaign}/cancel", cancel_campaign,
+             "Cancel every waiting message of a campaign", "full", None,
+             (200, S.Cancelled), (403, 404, 422)),
     Endpoint("GET", "/healthz", healthz, "Alive", "none", None, (200, S.Health)),
     Endpoint("GET", "/readyz", readyz, "Ready: the store (and Redis when configured) answers",
              "none", None, (200, S.Health), (503,)),

@@ -218,3 +218,10 @@ class SuppressionPage(msgspec.Struct):
 
 class Imported(msgspec.Struct):
     imported: int
+
+
+class Cancelled(msgspec.Struct):
+    """How many waiting messages of the campaign were cancelled."""
+
+    campaign: str
+    cancelled: int

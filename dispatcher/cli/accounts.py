@@ -88,6 +88,11 @@ async def _dispatch(args: argparse.Namespace, config: Config, queue: Queue) -> i
         a = await queue.set_account_status((await _resolve(queue, args.account)).id, status)
         out = account_dict(a)
         text = f"{a.id} {a.status.value}"
+    elif cmd == "purge":
+        a = await _resolve(queue, args.account)
+        n = await queue.cancel(a.id, args.campaign)
+        out = {"id": a.id, "campaign": args.campaign, "cancelled": n}
+        text = f"{a.id}: {n} waiting messages cancelled"
     elif cmd == "key":
         a = await _resolve(queue, args.account)
         if args.key_cmd == "create":
@@ -137,6 +142,14 @@ def add_parser(sub: Any, func: Any) -> None:
     for verb in ("pause", "resume"):
         v = common(asub.add_parser(verb, help=f"{verb} sending for an account"))
         v.add_argument("account")
+    pg = common(
+        asub.add_parser(
+            "purge",
+            help="cancel every waiting message of an account (in batches, with events)",
+        )
+    )
+    pg.add_argument("account")
+    pg.add_argument("--campaign", help="only this campaign's messages")
     k = asub.add_parser("key", help="API keys of an account")
     ksub = k.add_subparsers(dest="key_cmd", required=True)
     kc = common(ksub.add_parser("create", help="a new key; its token is printed once"))

@@ -77,6 +77,10 @@ _CHUNK_BYTES = 64 * 1024 * 1024
 _PRUNE_BATCH = 1000
 
 
+# Messages cancelled per statement (cancel, purge).
+CANCEL_BATCH = 5_000
+
+
 class PostgresQueue:
     """The Queue protocol on PostgreSQL. One object per process; safe for many nodes.
 
@@ -320,9 +324,17 @@ class PostgresQueue:
         now = time.time()
         async with self._db.connection() as conn, conn.transaction():
             # The final gate: an address suppressed while its message was on the way is
-            # refused here and the message settled `suppressed` (no dot, nothing resends).
+            # refused here and the message settled `suppressed` (no dot, nothing resends); so
+            # is the mail of a campaign cancelled while it was on its way (`cancelled`).
             await conn.fetchval(
                 SUPPRESSION_QUERIES["settle"], list(ids), lease.worker_id, lease.epoch, now
+            )
+            await conn.fetchval(
+                SUPPRESSION_QUERIES["settle_cancelled"],
+                list(ids),
+                lease.worker_id,
+                lease.epoch,
+                now,
             )
             rows = await conn.fetch(
                 QUERIES["mark_committing"], lease.worker_id, lease.epoch, list(ids), now
@@ -471,11 +483,25 @@ class PostgresQueue:
         return int(n)
 
     async def cancel(self, account: str, campaign: str | None = None) -> int:
-        """Waiting messages of `account` (of `campaign` when given) become cancelled."""
+        """Waiting messages of `account` (of `campaign` when given) become cancelled, with
+        their events, CANCEL_BATCH per statement (short transactions, no long locks)."""
         if not isinstance(account, str) or not account:
             raise InvalidQueueInput(field="account", reason="expected a non-empty string")
-        n = await self._db.fetchval(QUERIES["cancel"], account, campaign, time.time())
-        return int(n)
+        now = time.time()
+        if campaign is not None:
+            await self._db.fetch(
+                SUPPRESSION_QUERIES["cancel_campaign_record"], account, campaign, now
+            )
+        total, cursor = 0, ""
+        while True:
+            row = await self._db.fetchrow(
+                SUPPRESSION_QUERIES["cancel_batch"], account, campaign, cursor, CANCEL_BATCH, now
+            )
+            assert row is not None
+            total += int(row["cancelled"])
+            if row["walked"] < CANCEL_BATCH:
+                return total
+            cursor = row["last_id"]
 
     async def prune(
         self, now: float, retention: float, idempotency_retention: float

@@ -325,24 +325,6 @@ SELECT h.id, c.account, c.idempotency_key, h.state, h.attempts, c.rcpt, h.last_r
 FROM md_history h JOIN md_content c ON c.id = h.id
 WHERE h.id = ANY($1::text[]);
 
--- name: cancel
-WITH doomed AS (
-    DELETE FROM md_message
-    WHERE account = $1 AND ($2::text IS NULL OR campaign = $2)
-      AND state IN ('queued', 'deferred')
-    RETURNING *
-),
-archived AS (
-    INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
-                            last_reply_code, last_reply_text, source_ip, platform_domain,
-                            mx_host, enqueued_at, finished_at, resends, priority)
-    SELECT id, 'cancelled', 'cancelled', attempts, account, campaign, stream, pool,
-           NULL, 'cancelled', source_ip, platform_domain, mx_host, enqueued_at, $3, resends,
-           priority
-    FROM doomed
-)
-SELECT count(*) FROM doomed;
-
 -- name: prune_messages
 -- One small batch ($2 rows) per statement: short transactions, no long locks.
 WITH doomed AS (

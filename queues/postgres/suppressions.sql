@@ -60,3 +60,68 @@ events AS (
     FROM doomed d JOIN hit h ON h.id = d.id
 )
 SELECT coalesce(array_agg(id), '{}'::text[]) AS settled FROM doomed;
+
+-- name: cancel_campaign_record
+INSERT INTO md_cancelled_campaign (account, campaign, cancelled_at) VALUES ($1, $2, $3)
+ON CONFLICT (account, campaign) DO UPDATE SET cancelled_at = excluded.cancelled_at;
+
+-- name: cancel_batch
+-- $1 account, $2 campaign (NULL: every campaign), $3 id cursor, $4 limit, $5 now. The next
+-- $4 messages of the account (of the campaign) by id, walked on md_content's index once;
+-- those still waiting move to md_history as cancelled, with their events. Returns how many
+-- were cancelled and the last id walked (NULL when nothing is left).
+WITH walked AS (
+    SELECT c.id FROM md_content c
+    WHERE c.account = $1 AND ($2::text IS NULL OR c.campaign = $2) AND c.id > $3
+    ORDER BY c.id
+    LIMIT $4
+),
+doomed AS (
+    DELETE FROM md_message m
+    WHERE m.id = ANY(ARRAY(SELECT id FROM walked)) AND m.state IN ('queued', 'deferred')
+    RETURNING m.*
+),
+archived AS (
+    INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
+                            last_reply_code, last_reply_text, source_ip, platform_domain,
+                            mx_host, enqueued_at, finished_at)
+    SELECT id, 'cancelled', 'cancelled', attempts, account, campaign, stream, pool,
+           NULL, 'cancelled', source_ip, platform_domain, mx_host, enqueued_at, $5
+    FROM doomed
+),
+events AS (
+    INSERT INTO md_event (at, kind, message_id, account, data)
+    SELECT $5, 'message.cancelled', id, account,
+           jsonb_strip_nulls(jsonb_build_object('reason', 'cancelled', 'campaign', campaign))
+    FROM doomed
+)
+SELECT (SELECT count(*) FROM doomed) AS cancelled,
+       (SELECT max(id) FROM walked) AS last_id,
+       (SELECT count(*) FROM walked) AS walked;
+
+-- name: settle_cancelled
+-- $1 ids, $2 worker, $3 epoch, $4 now: messages sending under the lease whose campaign was
+-- cancelled after they were enqueued move to md_history as cancelled, with their events.
+WITH doomed AS (
+    DELETE FROM md_message m
+    USING md_cancelled_campaign k
+    WHERE m.id = ANY($1::text[]) AND m.worker_id = $2 AND m.lease_epoch = $3
+      AND m.state = 'sending'
+      AND k.account = m.account AND k.campaign = m.campaign AND k.cancelled_at >= m.enqueued_at
+    RETURNING m.*
+),
+archived AS (
+    INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
+                            last_reply_code, last_reply_text, source_ip, platform_domain,
+                            mx_host, enqueued_at, finished_at)
+    SELECT id, 'cancelled', 'campaign_cancelled', attempts, account, campaign, stream, pool,
+           NULL, 'cancelled', source_ip, platform_domain, mx_host, enqueued_at, $4
+    FROM doomed
+),
+events AS (
+    INSERT INTO md_event (at, kind, message_id, account, data)
+    SELECT $4, 'message.cancelled', id, account,
+           jsonb_build_object('reason', 'campaign_cancelled', 'campaign', campaign)
+    FROM doomed
+)
+SELECT coalesce(array_agg(id), '{}'::text[]) AS settled FROM doomed;

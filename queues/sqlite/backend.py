@@ -51,6 +51,9 @@ from queues.sqlite.locks import OwnLocks, lock_dir
 from queues.sqlite.sql import schema
 from queues.suppressions import Suppression
 
+# Messages cancelled per transaction (cancel, purge): each holds the write lock briefly.
+CANCEL_BATCH = 5_000
+
 
 class SqliteQueue:
     """The `Queue` protocol on one SQLite file shared by every process of a node.
@@ -278,10 +281,31 @@ class SqliteQueue:
         return await self._db.write(partial(status.resolve_held, which=which, state=st, now=now))
 
     async def cancel(self, account: str, campaign: str | None = None) -> int:
-        """Cancel the account's (or campaign's) queued and deferred messages."""
-        return await self._db.write(
-            partial(status.cancel, account=account, campaign=campaign, now=time.time())
-        )
+        """Cancel the account's (or campaign's) queued and deferred messages, CANCEL_BATCH
+        per transaction so that the one write lock is never held for long."""
+        now = time.time()
+        if campaign is not None:
+            await self._db.write(
+                partial(
+                    suppression_lists.record_cancel, account=account, campaign=campaign, now=now
+                )
+            )
+        total, cursor = 0, ""
+        while True:
+            n, after = await self._db.write(
+                partial(
+                    suppression_lists.cancel_batch,
+                    account=account,
+                    campaign=campaign,
+                    after=cursor,
+                    limit=CANCEL_BATCH,
+                    now=now,
+                )
+            )
+            total += n
+            if after is None:
+                return total
+            cursor = after
 
     async def describe(self, ids: Sequence[str]) -> list[MessageView]:
         """Views of the given ids, in the order asked."""

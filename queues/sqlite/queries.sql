@@ -167,11 +167,6 @@ DELETE FROM idempotency_keys WHERE (account, idempotency_key) IN (
     SELECT account, idempotency_key FROM idempotency_keys WHERE created_at < ?1 LIMIT ?2
 );
 
--- name: cancel
-UPDATE messages
-SET state = 'cancelled', last_reply_code = NULL, last_reply_text = 'cancelled', updated_at = ?1
-WHERE state IN ('queued', 'deferred') AND account = ?2 AND (?3 IS NULL OR campaign = ?3);
-
 -- name: drop_idle_worker
 -- A clean close: a worker holding nothing in flight just leaves.
 DELETE FROM workers

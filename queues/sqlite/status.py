@@ -1,4 +1,4 @@
-"""Reads for status and tests, and the housekeeping writes (prune, cancel).
+"""Reads for status and tests, and the housekeeping writes (prune).
 
 Every function runs on the connection thread.
 """
@@ -74,12 +74,6 @@ def prune_messages(conn: sqlite3.Connection, before: float) -> int:
 def prune_keys(conn: sqlite3.Connection, before: float) -> int:
     """Delete up to PRUNE_BATCH idempotency keys created before `before`."""
     return int(conn.execute(Q.prune_keys, (before, PRUNE_BATCH)).rowcount)
-
-
-def cancel(conn: sqlite3.Connection, account: str, campaign: str | None, now: float) -> int:
-    """Queued and deferred messages of the account (or of one campaign) become cancelled;
-    call inside a write transaction."""
-    return conn.execute(Q.cancel, (now, account, campaign)).rowcount
 
 
 def _held_args(which: HeldFilter) -> tuple[object, ...]:

@@ -63,3 +63,42 @@ def settle(
     args = (now, json.dumps(hits), worker_id, epoch)
     conn.execute(S.settle_event, args)
     return {row[0] for row in conn.execute(S.settle, args)}
+
+
+def record_cancel(conn: sqlite3.Connection, account: str, campaign: str, now: float) -> None:
+    """Remember the cancel, so that the mark refuses the campaign's mail in flight."""
+    conn.execute(S.cancel_campaign_record, (account, campaign, now))
+
+
+def cancel_batch(
+    conn: sqlite3.Connection,
+    account: str,
+    campaign: str | None,
+    after: str,
+    limit: int,
+    now: float,
+) -> tuple[int, str | None]:
+    """Cancel the next `limit` waiting messages (ids above `after`), with their events;
+    (how many, the cursor for the next batch or None when done)."""
+    pick = S.cancel_pick_account if campaign is None else S.cancel_pick_campaign
+    ids = [row[0] for row in conn.execute(pick, (account, campaign, after, limit))]
+    if ids:
+        batch = json.dumps(ids)
+        conn.execute(S.cancel_event, (now, batch, "cancelled"))
+        conn.execute(S.cancel_apply, (now, batch))
+    return len(ids), (ids[-1] if len(ids) == limit else None)
+
+
+def settle_cancelled(
+    conn: sqlite3.Connection, ids: Sequence[str], now: float, worker_id: str, epoch: int
+) -> set[str]:
+    """Messages among `ids` (sending under the lease) of a campaign cancelled since they
+    were enqueued become `cancelled`, with their events; the ids settled."""
+    if not ids:
+        return set()
+    hits = [r[0] for r in conn.execute(S.cancelled_hits, (json.dumps(list(ids)), worker_id, epoch))]
+    if hits:
+        batch = json.dumps(hits)
+        conn.execute(S.cancel_event, (now, batch, "campaign_cancelled"))
+        conn.execute(S.cancel_apply, (now, batch))
+    return set(hits)

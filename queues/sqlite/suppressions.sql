@@ -69,3 +69,41 @@ WHERE id IN (SELECT value FROM json_each(?2))
   AND EXISTS (SELECT 1 FROM suppressions s
               WHERE s.address = lower(messages.rcpt) AND s.account IN (messages.account, '*'))
 RETURNING id;
+
+-- name: cancel_campaign_record
+INSERT INTO cancelled_campaigns (account, campaign, cancelled_at) VALUES (?1, ?2, ?3)
+ON CONFLICT (account, campaign) DO UPDATE SET cancelled_at = excluded.cancelled_at;
+
+-- name: cancel_pick_campaign
+-- ?1 account, ?2 campaign, ?3 id cursor, ?4 limit: the next waiting messages by id (the
+-- cursor walks the account's campaign index once, finished messages passed over once).
+SELECT id FROM messages INDEXED BY messages_account_campaign
+WHERE account = ?1 AND campaign = ?2 AND id > ?3 AND state IN ('queued', 'deferred')
+ORDER BY id LIMIT ?4;
+
+-- name: cancel_pick_account
+SELECT id FROM messages INDEXED BY messages_account
+WHERE account = ?1 AND id > ?3 AND state IN ('queued', 'deferred') AND ?2 IS NULL
+ORDER BY id LIMIT ?4;
+
+-- name: cancel_event
+-- ?1 now, ?2 JSON array of ids, ?3 why ('cancelled' or 'campaign_cancelled').
+INSERT INTO events (at, kind, message_id, account, data)
+SELECT ?1, 'message.cancelled', id, account,
+       json_object('reason', ?3, 'campaign', campaign)
+FROM messages WHERE id IN (SELECT value FROM json_each(?2));
+
+-- name: cancel_apply
+UPDATE messages
+SET state = 'cancelled', worker_id = NULL, lease_epoch = NULL, last_reply_code = NULL,
+    last_reply_text = 'cancelled', updated_at = ?1
+WHERE id IN (SELECT value FROM json_each(?2));
+
+-- name: cancelled_hits
+-- ?1 JSON array of ids, ?2 worker, ?3 epoch: messages sending under the lease whose
+-- campaign was cancelled after they were enqueued.
+SELECT m.id FROM messages m
+JOIN cancelled_campaigns c ON c.account = m.account AND c.campaign = m.campaign
+WHERE m.id IN (SELECT value FROM json_each(?1))
+  AND m.state = 'sending' AND m.worker_id = ?2 AND m.lease_epoch = ?3
+  AND c.cancelled_at >= m.enqueued_at;

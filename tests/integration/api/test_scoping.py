@@ -33,6 +33,7 @@ KIND = {
     ("GET", "/v1/suppressions/{address}"): "query",
     ("PUT", "/v1/suppressions/{address}"): "query",
     ("DELETE", "/v1/suppressions/{address}"): "query",
+    ("POST", "/v1/campaigns/{campaign}/cancel"): "query",
     ("GET", "/healthz"): "public",
     ("GET", "/readyz"): "public",
     ("GET", "/metrics"): "public",
@@ -62,6 +63,7 @@ async def _resources(api: Api) -> dict[str, dict[str, str]]:
             "message_id": r.json()["id"],
             "key_id": keys[0]["id"],
             "address": "reader@example.com",
+            "campaign": "spring",
         }
     return out
 

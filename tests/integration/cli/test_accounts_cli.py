@@ -96,3 +96,28 @@ def test_create_refuses_a_domain_without_a_dkim_key(
     assert code == 2 and "exists" in err
     code, _, err = cli(capsys, "accounts", "show", "nobody", "--config", str(config))
     assert code == 2 and "nobody" in err
+
+
+def test_purge_cancels_every_waiting_message(
+    config: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert cli(capsys, "db", "migrate", "--config", str(config))[0] == 0
+    batch = tmp_path / "batch.jsonl"
+    lines = [
+        json.dumps(
+            {"account": "acme", "from": f"n@{AUTHOR}", "to": f"r{i}@dest.example",
+             "subject": "s", "text": "t", "campaign": "c1" if i % 2 else "c2",
+             "idempotency_key": f"k{i}"}
+        )
+        for i in range(6)
+    ]  # fmt: skip
+    batch.write_text("\n".join(lines) + "\n")
+    assert cli(capsys, "enqueue", str(batch), "--config", str(config))[0] == 0
+    code, out, _ = cli(
+        capsys, "accounts", "purge", "acme", "--campaign", "c1", "--json", "--config", str(config)
+    )
+    assert code == 0 and json.loads(out)["cancelled"] == 3
+    code, out, _ = cli(capsys, "accounts", "purge", "acme", "--config", str(config))
+    assert (code, out.strip()) == (0, "acme: 3 waiting messages cancelled")
+    code, out, _ = cli(capsys, "accounts", "purge", "nobody", "--config", str(config))
+    assert code != 0

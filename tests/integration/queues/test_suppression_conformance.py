@@ -175,3 +175,54 @@ async def test_the_committing_mark_is_refused_and_the_message_settled(queue: Que
     events = [e for e in await all_events(queue) if e.kind == "message.suppressed"]
     assert [e.message_id for e in events] == [b.id]
     assert dict(events[0].data) == {"reason": "complaint", "scope": "account"}
+
+
+async def test_cancel_goes_in_batches_with_events(
+    queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import queues.postgres.backend as pg
+    import queues.sqlite.backend as lite
+
+    # Small batches, so that several are needed (the contract is the same at 5,000).
+    monkeypatch.setattr(pg, "CANCEL_BATCH", 3)
+    monkeypatch.setattr(lite, "CANCEL_BATCH", 3)
+    spring = [message(campaign="spring") for _ in range(8)]
+    other = [message(campaign="autumn") for _ in range(2)]
+    await queue.enqueue_many(spring + other)
+    lease = await queue.register_worker()
+    await queue.claim(lease, 1, time.time())  # one of them is being sent: left alone
+    assert await queue.cancel("acme", "spring") == 7
+    assert await queue.cancel("acme", "spring") == 0
+    got = await queue.get([m.id for m in spring + other])
+    by_state = sorted(r.state.value for r in got)
+    assert by_state.count("cancelled") == 7 and by_state.count("queued") == 2
+    events = [e for e in await all_events(queue) if e.kind == "message.cancelled"]
+    assert len(events) == 7 and {e.message_id for e in events} <= {m.id for m in spring}
+    assert all(e.data["campaign"] == "spring" and e.account == "acme" for e in events)
+
+
+async def test_a_cancelled_campaigns_mail_in_flight_is_refused_at_the_mark(queue: Queue) -> None:
+    a, b, c = message(campaign="oops"), message(campaign="oops"), message(campaign="fine")
+    await queue.enqueue_many([a, b, c])
+    lease = await queue.register_worker()
+    claimed = await queue.claim(lease, 10, time.time())
+    assert len(claimed) == 3
+    assert await queue.mark_committing(lease, [a.id]) == {a.id}  # its dot may be out
+    # The mistyped broadcast is cancelled while b is on its way: nothing waits any more...
+    assert await queue.cancel("acme", "oops") == 0
+    # ...and b's mark is refused: settled cancelled, never sent.
+    assert await queue.mark_committing(lease, [b.id, c.id]) == {c.id}
+    assert await states(queue, a.id, b.id, c.id) == [
+        MessageState.COMMITTING,
+        MessageState.CANCELLED,
+        MessageState.COMMITTING,
+    ]
+    assert await queue.record_outcomes(lease, [delivered(x) for x in (a.id, b.id, c.id)]) == 2
+    assert await states(queue, b.id) == [MessageState.CANCELLED]
+    events = [e for e in await all_events(queue) if e.kind == "message.cancelled"]
+    assert [(e.message_id, e.data["reason"]) for e in events] == [(b.id, "campaign_cancelled")]
+    # Mail of the campaign enqueued after the cancel is sent (a new broadcast, same name).
+    d = message(campaign="oops")
+    await queue.enqueue_many([d])
+    (claimed_d,) = await queue.claim(lease, 10, time.time())
+    assert await queue.mark_committing(lease, [claimed_d.id]) == {d.id}
