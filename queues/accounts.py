@@ -24,10 +24,18 @@ from queues.errors import InvalidInput, QueueError
 
 
 class AccountStatus(enum.StrEnum):
-    """`paused` accounts may not enqueue; only an operator pauses or resumes one."""
+    """Only an operator pauses or resumes an account. Nothing of a paused account leaves:
+    its waiting mail is held (due times moved HOLD_OFFSET ahead, back at resume), its new
+    enqueues are accepted and held, and the committing mark of its mail in flight is
+    refused (the message goes back to the queue, held); a granted mark finishes."""
 
     ACTIVE = "active"
     PAUSED = "paused"
+
+
+# How far a paused account's due times are moved ahead (about 31,000 years): never due,
+# and the original time is restored exactly at resume.
+HOLD_OFFSET = 1e12
 
 
 class KeyScope(enum.StrEnum):

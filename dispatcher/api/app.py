@@ -166,8 +166,7 @@ def _prepare(
         raise ApiProblem(
             403, "account_mismatch", "the payload names another account", field="account"
         )
-    if account.status is AccountStatus.PAUSED:
-        raise ApiProblem(403, "account_paused", "this account is paused", field="account")
+    # A paused account's mail is accepted and held by the store until it is resumed.
     field_key = payload.get("idempotency_key")
     if header_key is not None:
         if field_key is not None and field_key != header_key:

@@ -33,7 +33,15 @@ from collections.abc import Mapping, Sequence
 
 import asyncpg
 
-from queues.accounts import Account, AccountSeed, AccountStatus, ApiKey, KeyScope, NewApiKey
+from queues.accounts import (
+    HOLD_OFFSET,
+    Account,
+    AccountSeed,
+    AccountStatus,
+    ApiKey,
+    KeyScope,
+    NewApiKey,
+)
 from queues.errors import (
     IdempotencyConflict,
     InvalidQueueInput,
@@ -336,6 +344,14 @@ class PostgresQueue:
                 lease.epoch,
                 now,
             )
+            await conn.fetch(
+                SUPPRESSION_QUERIES["hold_in_flight"],
+                list(ids),
+                lease.worker_id,
+                lease.epoch,
+                HOLD_OFFSET,
+                now,
+            )
             rows = await conn.fetch(
                 QUERIES["mark_committing"], lease.worker_id, lease.epoch, list(ids), now
             )
@@ -596,7 +612,21 @@ class PostgresQueue:
         return await self._accounts.rename(account_id, name)
 
     async def set_account_status(self, account_id: str, status: AccountStatus) -> Account:
-        return await self._accounts.set_status(account_id, status)
+        """Pause (hold the waiting mail) or resume (release it), CANCEL_BATCH messages per
+        statement after the status change, which itself holds new enqueues and marks."""
+        account = await self._accounts.set_status(account_id, status)
+        cursor = ""
+        while True:
+            row = await self._db.fetchrow(
+                SUPPRESSION_QUERIES["hold_batch"], account_id, cursor, CANCEL_BATCH, HOLD_OFFSET
+            )
+            assert row is not None
+            if row["walked"] < CANCEL_BATCH:
+                break
+            cursor = row["last_id"]
+        if account.status is AccountStatus.ACTIVE:
+            await self._db.fetch(QUERIES["notify_work"])  # released mail is due again
+        return account
 
     async def create_api_key(
         self, account_id: str, scope: KeyScope | str, label: str = ""

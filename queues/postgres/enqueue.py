@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from queues.accounts import HOLD_OFFSET
 from queues.errors import IdempotencyConflict, InvalidQueueInput
 from queues.postgres.batches import (
     CONTENT_COLUMNS,
@@ -125,7 +126,10 @@ async def _copy_messages(conn: Connection, part: Sequence[NewMessage], now: floa
     await conn.copy_records("md_message", MESSAGE_COLUMNS, message_records(part, now))
     await conn.copy_records("md_content", CONTENT_COLUMNS, content_records(part, now))
     # Mail to a suppressed address is stored `suppressed` (terminal, reported), never sent.
-    await conn.fetchval(SUPPRESSION_QUERIES["settle"], [m.id for m in part], None, None, now)
+    ids = [m.id for m in part]
+    await conn.fetchval(SUPPRESSION_QUERIES["settle"], ids, None, None, now)
+    # A paused account's enqueues are accepted and held until it is resumed.
+    await conn.fetch(SUPPRESSION_QUERIES["hold_new"], ids, HOLD_OFFSET)
 
 
 async def _optimistic(db: Database, ordered: Sequence[NewMessage], now: float) -> set[str] | None:

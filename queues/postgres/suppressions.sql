@@ -125,3 +125,40 @@ events AS (
     FROM doomed
 )
 SELECT coalesce(array_agg(id), '{}'::text[]) AS settled FROM doomed;
+
+-- name: hold_batch
+-- $1 account, $2 id cursor, $3 limit, $4 HOLD_OFFSET. The account's next $3 messages by id
+-- (md_content's index); those waiting follow the account's status as it is now: held
+-- (due time moved ahead) when paused, released when active. Idempotent both ways, so a
+-- pause and a resume walking at once converge on the last one.
+WITH walked AS (
+    SELECT c.id FROM md_content c WHERE c.account = $1 AND c.id > $2 ORDER BY c.id LIMIT $3
+),
+p AS (SELECT status = 'paused' AS paused FROM md_account WHERE id = $1),
+moved AS (
+    UPDATE md_message m
+    SET due_at = CASE WHEN p.paused AND m.due_at < $4 THEN m.due_at + $4
+                      WHEN NOT p.paused AND m.due_at >= $4 THEN m.due_at - $4
+                      ELSE m.due_at END
+    FROM p
+    WHERE m.id = ANY(ARRAY(SELECT id FROM walked)) AND m.state IN ('queued', 'deferred')
+    RETURNING 1
+)
+SELECT (SELECT max(id) FROM walked) AS last_id, (SELECT count(*) FROM walked) AS walked,
+       (SELECT count(*) FROM moved) AS moved;
+
+-- name: hold_new
+-- $1 ids just enqueued, $2 HOLD_OFFSET: a paused account's enqueues are held.
+UPDATE md_message SET due_at = due_at + $2
+WHERE id = ANY($1::text[]) AND state = 'queued' AND due_at < $2
+  AND account IN (SELECT id FROM md_account WHERE status = 'paused');
+
+-- name: hold_in_flight
+-- $1 ids, $2 worker, $3 epoch, $4 HOLD_OFFSET, $5 now: at the mark, a paused account's
+-- messages go back to the queue, held (no attempt counted, nothing sent).
+UPDATE md_message
+SET state = 'queued', worker_id = NULL, lease_epoch = NULL, updated_at = $5,
+    due_at = CASE WHEN due_at < $4 THEN due_at + $4 ELSE due_at END
+WHERE id = ANY($1::text[]) AND state = 'sending' AND worker_id = $2 AND lease_epoch = $3
+  AND account IN (SELECT id FROM md_account WHERE status = 'paused')
+RETURNING id;

@@ -394,14 +394,23 @@ class SqliteQueue:
         )
 
     async def set_account_status(self, account_id: str, status: AccountStatus) -> Account:
-        return await self._db.write(
-            partial(
-                accounts.set_status,
-                account_id=account_id,
-                status=AccountStatus(status),
-                now=time.time(),
-            )
+        """Pause (hold the waiting mail) or resume (release it), CANCEL_BATCH messages per
+        transaction after the status change, which itself holds new enqueues and marks."""
+        status = AccountStatus(status)
+        account = await self._db.write(
+            partial(accounts.set_status, account_id=account_id, status=status, now=time.time())
         )
+        cursor: str | None = ""
+        while cursor is not None:
+            cursor = await self._db.write(
+                partial(
+                    suppression_lists.hold_batch,
+                    account=account_id,
+                    after=cursor,
+                    limit=CANCEL_BATCH,
+                )
+            )
+        return account
 
     async def create_api_key(
         self, account_id: str, scope: KeyScope | str, label: str = ""

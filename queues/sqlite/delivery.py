@@ -23,7 +23,7 @@ from queues.protocol import (
 from queues.sqlite.events import write_events, write_outcome_events
 from queues.sqlite.leases import is_current
 from queues.sqlite.sql import Q
-from queues.sqlite.suppressions import settle, settle_cancelled
+from queues.sqlite.suppressions import hold_in_flight, settle, settle_cancelled
 from queues.text import storable
 
 _NEEDS_RETRY_AT = frozenset({MessageState.DEFERRED, MessageState.QUEUED})
@@ -92,9 +92,11 @@ def mark_committing(
         return set()
     # The final gate: an address suppressed while its message was on the way is refused
     # here and the message settled `suppressed` (the session sends no dot, nothing resends);
-    # so is the mail of a campaign cancelled while it was on its way (settled `cancelled`).
+    # so is the mail of a campaign cancelled while it was on its way (settled `cancelled`)
+    # and of an account paused meanwhile (back to the queue, held).
     settle(conn, ids, now, lease.worker_id, lease.epoch)
     settle_cancelled(conn, ids, now, lease.worker_id, lease.epoch)
+    hold_in_flight(conn, ids, now, lease.worker_id, lease.epoch)
     args = (json.dumps(list(ids)), lease.worker_id, lease.epoch, now)
     return {row[0] for row in conn.execute(Q.mark_committing, args)}
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from queues.errors import IdempotencyConflict, InvalidQueueInput
 from queues.protocol import EnqueueResult, NewMessage
 from queues.sqlite.sql import Q, R
-from queues.sqlite.suppressions import settle
+from queues.sqlite.suppressions import hold_new, settle
 
 _Key = tuple[str, str]
 
@@ -114,6 +114,8 @@ def enqueue_batch(
 
     # Mail to a suppressed address is stored `suppressed` (terminal, reported), never sent.
     settle(conn, [m.id for m in fresh], now)
+    # A paused account's enqueues are accepted and held until it is resumed.
+    hold_new(conn, [m.id for m in fresh])
 
     results: list[EnqueueResult | IdempotencyConflict] = []
     for i, message in enumerate(messages):

@@ -7,6 +7,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
+from queues.accounts import HOLD_OFFSET
 from queues.sqlite.sql import S
 from queues.suppressions import Suppression, SuppressionReason
 
@@ -102,3 +103,28 @@ def settle_cancelled(
         conn.execute(S.cancel_event, (now, batch, "campaign_cancelled"))
         conn.execute(S.cancel_apply, (now, batch))
     return set(hits)
+
+
+def hold_batch(conn: sqlite3.Connection, account: str, after: str, limit: int) -> str | None:
+    """Hold (account paused) or release (active) the account's next `limit` waiting
+    messages above `after`; the cursor for the next batch, None when done."""
+    ids = [row[0] for row in conn.execute(S.hold_pick, (account, after, limit))]
+    if ids:
+        conn.execute(S.hold_apply, (json.dumps(ids), HOLD_OFFSET, account))
+    return ids[-1] if len(ids) == limit else None
+
+
+def hold_new(conn: sqlite3.Connection, ids: Sequence[str]) -> None:
+    """Messages just enqueued by a paused account are held."""
+    if ids:
+        conn.execute(S.hold_new, (json.dumps(list(ids)), HOLD_OFFSET))
+
+
+def hold_in_flight(
+    conn: sqlite3.Connection, ids: Sequence[str], now: float, worker_id: str, epoch: int
+) -> set[str]:
+    """At the mark: a paused account's messages go back to the queue, held."""
+    if not ids:
+        return set()
+    args = (json.dumps(list(ids)), worker_id, epoch, HOLD_OFFSET, now)
+    return {row[0] for row in conn.execute(S.hold_in_flight, args)}

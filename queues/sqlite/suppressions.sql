@@ -107,3 +107,37 @@ JOIN cancelled_campaigns c ON c.account = m.account AND c.campaign = m.campaign
 WHERE m.id IN (SELECT value FROM json_each(?1))
   AND m.state = 'sending' AND m.worker_id = ?2 AND m.lease_epoch = ?3
   AND c.cancelled_at >= m.enqueued_at;
+
+-- name: hold_pick
+-- ?1 account, ?2 id cursor, ?3 limit: the account's next waiting messages by id.
+SELECT id FROM messages INDEXED BY messages_account
+WHERE account = ?1 AND id > ?2 AND state IN ('queued', 'deferred')
+ORDER BY id LIMIT ?3;
+
+-- name: hold_apply
+-- ?1 JSON ids, ?2 HOLD_OFFSET, ?3 account. Follows the account's status as it is now (so a
+-- pause and a resume walking at once converge on the last one), idempotent both ways: a
+-- due time is moved ahead only when it is not yet, and back only when it is.
+UPDATE messages
+SET due_at = CASE WHEN p.paused AND due_at < ?2 THEN due_at + ?2
+                  WHEN NOT p.paused AND due_at >= ?2 THEN due_at - ?2
+                  ELSE due_at END
+FROM (SELECT status = 'paused' AS paused FROM accounts WHERE id = ?3) AS p
+WHERE id IN (SELECT value FROM json_each(?1)) AND state IN ('queued', 'deferred');
+
+-- name: hold_new
+-- ?1 JSON ids just enqueued, ?2 HOLD_OFFSET: a paused account's enqueues are held.
+UPDATE messages SET due_at = due_at + ?2
+WHERE id IN (SELECT value FROM json_each(?1)) AND state = 'queued' AND due_at < ?2
+  AND account IN (SELECT id FROM accounts WHERE status = 'paused');
+
+-- name: hold_in_flight
+-- ?1 JSON ids, ?2 worker, ?3 epoch, ?4 HOLD_OFFSET, ?5 now: at the mark, a paused account's
+-- messages go back to the queue, held (no attempt counted, nothing sent).
+UPDATE messages
+SET state = 'queued', worker_id = NULL, lease_epoch = NULL, updated_at = ?5,
+    due_at = CASE WHEN due_at < ?4 THEN due_at + ?4 ELSE due_at END
+WHERE id IN (SELECT value FROM json_each(?1))
+  AND state = 'sending' AND worker_id = ?2 AND lease_epoch = ?3
+  AND account IN (SELECT id FROM accounts WHERE status = 'paused')
+RETURNING id;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -231,12 +232,20 @@ async def test_payload_naming_another_account_is_refused(api: Api) -> None:
     assert await api.queue.list_messages("creator") == []
 
 
-async def test_paused_account_cannot_send(api: Api) -> None:
+async def test_paused_account_enqueues_are_accepted_and_held(api: Api) -> None:
     token = await api.key("acme", "send")
+    waiting = await api.client(token).post("/v1/messages", json=payload(0))
+    assert waiting.status_code == 202
     r = await api.admin.patch("/v1/accounts/acme", json={"status": "paused"})
     assert r.status_code == 200 and r.json()["status"] == "paused"
     r = await api.client(token).post("/v1/messages", json=payload(1))
-    assert (r.status_code, r.json()["code"]) == (403, "account_paused")
+    assert r.status_code == 202, r.text
+    # Nothing of the account leaves while it is paused: neither the new nor the waiting mail.
+    lease = await api.queue.register_worker()
+    assert await api.queue.claim(lease, 10, time.time()) == []
+    assert (await api.admin.patch("/v1/accounts/acme", json={"status": "active"})).status_code
+    claimed = {m.id for m in await api.queue.claim(lease, 10, time.time())}
+    assert claimed == {waiting.json()["id"], r.json()["id"]}
 
 
 async def test_batch_stores_the_valid_items_and_reports_each(api: Api) -> None:

@@ -226,3 +226,45 @@ async def test_a_cancelled_campaigns_mail_in_flight_is_refused_at_the_mark(queue
     await queue.enqueue_many([d])
     (claimed_d,) = await queue.claim(lease, 10, time.time())
     assert await queue.mark_committing(lease, [claimed_d.id]) == {d.id}
+
+
+async def test_a_paused_accounts_mail_is_held_and_released_at_resume(
+    queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import queues.postgres.backend as pg
+    import queues.sqlite.backend as lite
+    from queues.accounts import AccountSeed, AccountStatus
+
+    monkeypatch.setattr(pg, "CANCEL_BATCH", 2)
+    monkeypatch.setattr(lite, "CANCEL_BATCH", 2)
+    await queue.seed_accounts([AccountSeed("acme", (), None), AccountSeed("creator", (), None)])
+    now = time.time()
+    waiting = [message() for _ in range(5)]
+    later = message(due_at=now + 3600)
+    theirs = message(account="creator")
+    in_flight, granted = message(), message()
+    await queue.enqueue_many([in_flight, granted])
+    lease = await queue.register_worker()
+    assert len(await queue.claim(lease, 10, now)) == 2
+    assert await queue.mark_committing(lease, [granted.id]) == {granted.id}
+    await queue.enqueue_many([*waiting, later, theirs])
+    await queue.set_account_status("acme", AccountStatus.PAUSED)
+    # Enqueues while paused are accepted, and held like the waiting mail.
+    new = message()
+    assert (await queue.enqueue_many([new]))[0].created
+    assert [m.id for m in await queue.claim(lease, 100, now + 7200)] == [theirs.id]
+    # A session under way: its mark is refused, the message goes back to the queue (held);
+    # one whose mark was granted before the pause finishes.
+    assert await queue.mark_committing(lease, [in_flight.id]) == set()
+    assert await states(queue, in_flight.id, granted.id) == [
+        MessageState.QUEUED,
+        MessageState.COMMITTING,
+    ]
+    assert await queue.record_outcomes(lease, [delivered(granted.id), delivered(in_flight.id)]) == 1
+    assert await queue.claim(lease, 100, now + 7200) == []
+    # A second pause (or a repeated walk) moves nothing twice; resume restores due times.
+    await queue.set_account_status("acme", AccountStatus.PAUSED)
+    await queue.set_account_status("acme", AccountStatus.ACTIVE)
+    back = {m.id for m in await queue.claim(lease, 100, now + 60)}
+    assert back == {m.id for m in [*waiting, new, in_flight]}
+    assert [m.id for m in await queue.claim(lease, 100, now + 7200)] == [later.id]
