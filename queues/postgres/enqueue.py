@@ -125,11 +125,12 @@ async def _refresh_statistics(db: Database, added: int) -> None:
 async def _copy_messages(conn: Connection, part: Sequence[NewMessage], now: float) -> None:
     await conn.copy_records("md_message", MESSAGE_COLUMNS, message_records(part, now))
     await conn.copy_records("md_content", CONTENT_COLUMNS, content_records(part, now))
-    # Mail to a suppressed address is stored `suppressed` (terminal, reported), never sent.
-    ids = [m.id for m in part]
-    await conn.fetchval(SUPPRESSION_QUERIES["settle"], ids, None, None, now)
-    # A paused account's enqueues are accepted and held until it is resumed.
-    await conn.fetch(SUPPRESSION_QUERIES["hold_new"], ids, HOLD_OFFSET)
+
+
+async def _gates(conn: Connection, ids: list[str], now: float) -> None:
+    """At the end of the transaction, with its NOTIFY: mail to a suppressed address is
+    stored `suppressed` (terminal, reported, never sent); a paused account's is held."""
+    await conn.fetch(SUPPRESSION_QUERIES["enqueue_gates"], ids, now, HOLD_OFFSET)
 
 
 async def _optimistic(db: Database, ordered: Sequence[NewMessage], now: float) -> set[str] | None:
@@ -139,7 +140,7 @@ async def _optimistic(db: Database, ordered: Sequence[NewMessage], now: float) -
             for part in chunks(ordered, CHUNK_ROWS, CHUNK_BYTES):
                 await conn.copy_records("md_idempotency", KEY_COLUMNS, key_records(part, now))
                 await _copy_messages(conn, part, now)
-            await conn.fetch(QUERIES["notify_work"])
+            await _gates(conn, [m.id for m in ordered], now)
     except asyncpg.UniqueViolationError:
         return None
     return {m.id for m in ordered}
@@ -166,6 +167,8 @@ async def _checked(
                 new = part if len(fresh) == len(part) else [m for m in part if m.id in fresh]
                 if new:
                     await _copy_messages(conn, new, now)
+            if created:
+                await _gates(conn, sorted(created), now)
             others = [m for m in ordered if m.id not in created]
             if others:
                 existing, conflicts = await _existing_keys(conn, others, report)

@@ -147,12 +147,6 @@ moved AS (
 SELECT (SELECT max(id) FROM walked) AS last_id, (SELECT count(*) FROM walked) AS walked,
        (SELECT count(*) FROM moved) AS moved;
 
--- name: hold_new
--- $1 ids just enqueued, $2 HOLD_OFFSET: a paused account's enqueues are held.
-UPDATE md_message SET due_at = due_at + $2
-WHERE id = ANY($1::text[]) AND state = 'queued' AND due_at < $2
-  AND account IN (SELECT id FROM md_account WHERE status = 'paused');
-
 -- name: hold_in_flight
 -- $1 ids, $2 worker, $3 epoch, $4 HOLD_OFFSET, $5 now: at the mark, a paused account's
 -- messages go back to the queue, held (no attempt counted, nothing sent).
@@ -162,3 +156,50 @@ SET state = 'queued', worker_id = NULL, lease_epoch = NULL, updated_at = $5,
 WHERE id = ANY($1::text[]) AND state = 'sending' AND worker_id = $2 AND lease_epoch = $3
   AND account IN (SELECT id FROM md_account WHERE status = 'paused')
 RETURNING id;
+
+-- name: enqueue_gates
+-- $1 ids just enqueued (this transaction), $2 now, $3 HOLD_OFFSET. One statement at the end
+-- of an enqueue's transaction (it also sends the NOTIFY, so it costs no round trip more):
+-- mail to a suppressed address moves to md_history as `suppressed` with its event, and a
+-- paused account's mail is held (its due time moved ahead until the account is resumed).
+WITH hit AS (
+    SELECT m.id, s.reason, s.account = '*' AS platform
+    FROM md_message m
+    JOIN md_content c ON c.id = m.id
+    CROSS JOIN LATERAL (
+        SELECT s.reason, s.account FROM md_suppression s
+        WHERE s.address = lower(c.rcpt COLLATE "C") AND s.account IN (m.account, '*')
+        ORDER BY s.account = '*' LIMIT 1
+    ) s
+    WHERE m.id = ANY($1::text[]) AND m.state = 'queued'
+),
+doomed AS (
+    DELETE FROM md_message m
+    WHERE m.id = ANY(ARRAY(SELECT id FROM hit)) AND m.state = 'queued'
+    RETURNING m.*
+),
+archived AS (
+    INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
+                            last_reply_code, last_reply_text, source_ip, platform_domain,
+                            mx_host, enqueued_at, finished_at)
+    SELECT d.id, 'suppressed', 'suppressed', d.attempts, d.account, d.campaign, d.stream,
+           d.pool, NULL, 'suppressed: ' || h.reason, d.source_ip, d.platform_domain,
+           d.mx_host, d.enqueued_at, $2
+    FROM doomed d JOIN hit h ON h.id = d.id
+),
+events AS (
+    INSERT INTO md_event (at, kind, message_id, account, data)
+    SELECT $2, 'message.suppressed', d.id, d.account,
+           jsonb_build_object('reason', h.reason,
+                              'scope', CASE WHEN h.platform THEN 'platform' ELSE 'account' END)
+    FROM doomed d JOIN hit h ON h.id = d.id
+),
+held AS (
+    UPDATE md_message m SET due_at = m.due_at + $3
+    WHERE m.id = ANY($1::text[]) AND m.state = 'queued' AND m.due_at < $3
+      AND m.id <> ALL(ARRAY(SELECT id FROM hit))
+      AND m.account IN (SELECT id FROM md_account WHERE status = 'paused')
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM doomed) AS suppressed, (SELECT count(*) FROM held) AS held,
+       pg_notify('maildispatch_work', '') AS notified;

@@ -102,7 +102,8 @@ async def test_a_large_batch_takes_a_few_round_trips(queue: PostgresQueue) -> No
     assert all(r.created for r in results)
     assert await queue.active_count() == len(messages)
     # Per chunk of up to 20,000: three COPYs (keys, rows, contents; 2 each). Besides: BEGIN,
-    # NOTIFY, COMMIT, a statistics check and maybe an ANALYZE; active_count() is one more.
+    # NOTIFY (with the suppression and pause checks), COMMIT, a statistics check and maybe
+    # an ANALYZE; active_count() is one more.
     chunks = -(-len(messages) // 20_000)
     assert queue.round_trips - before - 1 <= 5 + 6 * chunks
 
