@@ -46,10 +46,10 @@ doomed AS (
 archived AS (
     INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
                             last_reply_code, last_reply_text, source_ip, platform_domain,
-                            mx_host, enqueued_at, finished_at)
+                            mx_host, enqueued_at, finished_at, resends, priority)
     SELECT d.id, 'suppressed', 'suppressed', d.attempts, d.account, d.campaign, d.stream,
            d.pool, NULL, 'suppressed: ' || h.reason, d.source_ip, d.platform_domain,
-           d.mx_host, d.enqueued_at, $4
+           d.mx_host, d.enqueued_at, $4, d.resends, d.priority
     FROM doomed d JOIN hit h ON h.id = d.id
 ),
 events AS (
@@ -84,9 +84,10 @@ doomed AS (
 archived AS (
     INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
                             last_reply_code, last_reply_text, source_ip, platform_domain,
-                            mx_host, enqueued_at, finished_at)
+                            mx_host, enqueued_at, finished_at, resends, priority)
     SELECT id, 'cancelled', 'cancelled', attempts, account, campaign, stream, pool,
-           NULL, 'cancelled', source_ip, platform_domain, mx_host, enqueued_at, $5
+           NULL, 'cancelled', source_ip, platform_domain, mx_host, enqueued_at, $5,
+           resends, priority
     FROM doomed
 ),
 events AS (
@@ -113,9 +114,10 @@ WITH doomed AS (
 archived AS (
     INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
                             last_reply_code, last_reply_text, source_ip, platform_domain,
-                            mx_host, enqueued_at, finished_at)
+                            mx_host, enqueued_at, finished_at, resends, priority)
     SELECT id, 'cancelled', 'campaign_cancelled', attempts, account, campaign, stream, pool,
-           NULL, 'cancelled', source_ip, platform_domain, mx_host, enqueued_at, $4
+           NULL, 'cancelled', source_ip, platform_domain, mx_host, enqueued_at, $4,
+           resends, priority
     FROM doomed
 ),
 events AS (
@@ -181,10 +183,10 @@ doomed AS (
 archived AS (
     INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
                             last_reply_code, last_reply_text, source_ip, platform_domain,
-                            mx_host, enqueued_at, finished_at)
+                            mx_host, enqueued_at, finished_at, resends, priority)
     SELECT d.id, 'suppressed', 'suppressed', d.attempts, d.account, d.campaign, d.stream,
            d.pool, NULL, 'suppressed: ' || h.reason, d.source_ip, d.platform_domain,
-           d.mx_host, d.enqueued_at, $2
+           d.mx_host, d.enqueued_at, $2, d.resends, d.priority
     FROM doomed d JOIN hit h ON h.id = d.id
 ),
 events AS (
