@@ -39,6 +39,9 @@ def config_dict(spec: WorkerSpec, state: Path) -> dict[str, Any]:
         "dispatch": {
             "max_sessions": spec.max_sessions,
             "sessions_per_host": spec.sessions_per_host,
+            # The one sink stands for a provider's many MX addresses: no cap per address.
+            "sessions_per_mx_address": spec.max_sessions,
+            "mx_address_share": 1.0,
         },
         "smtp": {"starttls": "opportunistic" if spec.tls else "never", "mark_at": spec.mark_at},
         "verp": {"secret_file": str(state / "verp.key")},

@@ -23,6 +23,19 @@ class DispatchConfig:
     max_attempts: int = 30
     # Delay after the 1st, 2nd, ... deferral; the last step repeats.
     retry_schedule: tuple[float, ...] = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0)
+    # Sessions to one resolved MX address, across every source IP and recipient domain
+    # (names are free: many hostile domains can point at one tarpit)...
+    sessions_per_mx_address: int = 50
+    # ... and at most this share of max_sessions, so one address never holds them all.
+    mx_address_share: float = 0.5
+    # Claims pause while the oldest outcome not yet written is older than this.
+    max_outcome_age: float = 5.0
+
+    @property
+    def mx_address_cap(self) -> int:
+        """Sessions one MX address may hold: both limits applied, at least one."""
+        share = int(self.mx_address_share * self.max_sessions)
+        return max(1, min(self.sessions_per_mx_address, share))
 
 
 SECTION = Section(
@@ -39,6 +52,9 @@ SECTION = Section(
         "shutdown_timeout",
         "max_attempts",
         "retry_schedule",
+        "sessions_per_mx_address",
+        "mx_address_share",
+        "max_outcome_age",
     ),
 )
 
@@ -66,6 +82,15 @@ def parse_dispatch(t: Table) -> DispatchConfig:
         retry_schedule=tuple(
             parse_duration(v, f"dispatch.retry_schedule[{i}]") for i, v in enumerate(sched_raw)
         ),
+        sessions_per_mx_address=t.integer(
+            "sessions_per_mx_address", base.sessions_per_mx_address, minimum=1
+        ),
+        mx_address_share=t.number("mx_address_share", base.mx_address_share),
+        max_outcome_age=t.duration("max_outcome_age", base.max_outcome_age),
     )
+    if not 0.0 < dispatch.mx_address_share <= 1.0:
+        raise ConfigError(field="dispatch.mx_address_share", reason="must be above 0 and at most 1")
+    if dispatch.max_outcome_age <= 0.0:
+        raise ConfigError(field="dispatch.max_outcome_age", reason="must be above 0")
     t.done()
     return dispatch

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from dispatcher.config.errors import ConfigError
 from dispatcher.config.table import Section, Table
 
 
@@ -42,6 +43,12 @@ class SmtpConfig:
     mark_timeout: float = 10.0
     circuit_failures: int = 3
     circuit_open_seconds: float = 30.0
+    # One message, from its MAIL (or the connect that opens its session) until its final
+    # dot is written; after the dot only data_timeout applies (a deadline there would
+    # manufacture ambiguity).
+    message_deadline: float = 120.0
+    # A session carries no new message once it is this old (checked between messages).
+    session_deadline: float = 600.0
 
 
 SECTION = Section(
@@ -57,6 +64,8 @@ SECTION = Section(
         "mark_timeout",
         "circuit_failures",
         "circuit_open_seconds",
+        "message_deadline",
+        "session_deadline",
     ),
 )
 
@@ -74,6 +83,11 @@ def parse_smtp(t: Table) -> SmtpConfig:
         mark_timeout=t.duration("mark_timeout", base.mark_timeout),
         circuit_failures=t.integer("circuit_failures", base.circuit_failures, minimum=1),
         circuit_open_seconds=t.duration("circuit_open_seconds", base.circuit_open_seconds),
+        message_deadline=t.duration("message_deadline", base.message_deadline),
+        session_deadline=t.duration("session_deadline", base.session_deadline),
     )
+    for name in ("message_deadline", "session_deadline"):
+        if getattr(smtp, name) <= 0.0:
+            raise ConfigError(field=f"smtp.{name}", reason="must be above 0")
     t.done()
     return smtp

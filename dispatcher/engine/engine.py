@@ -29,6 +29,7 @@ from dispatcher.config import Config
 from dispatcher.config.diff import Change, diff, fingerprint
 from dispatcher.config.streams import Ambiguous
 from dispatcher.dkim.signer import DkimSigner
+from dispatcher.engine.address_slots import AddressSlots
 from dispatcher.engine.group_commit import MarkWriter, OutcomeWriter
 from dispatcher.engine.lane import Attempt, Lane, LaneSettings, Work
 from dispatcher.engine.outcomes import Classifier, Verdict
@@ -118,6 +119,8 @@ class Engine:
         self.automation = Automation(config.automation)
         if metrics is not None:
             metrics.config_loaded(fingerprint(config))
+        # Sessions per resolved MX address, across lanes (a share of max_sessions at most).
+        self.address_slots = AddressSlots(config.dispatch.mx_address_cap)
         self._ambiguous_policy = {name: s.ambiguous for name, s in config.streams.items()}
         self._lanes: dict[tuple[str, str], Lane] = {}
         self._sign_pool: ThreadPoolExecutor | None = None
@@ -222,12 +225,30 @@ class Engine:
     ) -> None:
         batch_size = self.config.dispatch.claim_batch
         high_water = max(batch_size * 2, self.config.dispatch.max_sessions * 4)
+        max_outcome_age = self.config.dispatch.max_outcome_age
+        wedged = False
         assert self._outcomes is not None
         backoff = 0.0
         while not stop.is_set():
-            if self._inflight >= high_water or self._outcomes.full:
+            if (
+                self._inflight >= high_water
+                or self._outcomes.full
+                or self._outcomes.age() > max_outcome_age
+            ):
+                # Not fed more work: too much in flight, or the store is not taking
+                # outcomes (a wedged writer would otherwise buffer without end).
+                if not wedged and self._outcomes.age() > max_outcome_age:
+                    wedged = True
+                    log.warning(
+                        "outcomes unwritten for %.1fs (%d buffered): claims paused",
+                        self._outcomes.age(),
+                        self._outcomes.pending,
+                    )
                 await asyncio.sleep(0.005)
                 continue
+            if wedged:
+                log.warning("outcomes written again: claims resumed")
+                wedged = False
             try:
                 done = await self._claim_once(lease, slots, stop, drain, batch_size, high_water)
             except LeaseLost:
@@ -465,6 +486,22 @@ class Engine:
             msg, OutcomeRecord(msg.id, MessageState.QUEUED, counts_attempt=False, retry_at=0.0)
         )
 
+    def _postpone(self, work: Work, delay: float) -> None:
+        """Back to the queue for `delay` seconds, no attempt counted (its destination's MX
+        addresses are saturated: holding it here would hold the in-flight budget)."""
+        msg = work.message
+        retry = self.clock() + delay
+        self._finish(
+            msg,
+            OutcomeRecord(
+                msg.id,
+                MessageState.QUEUED,
+                counts_attempt=False,
+                retry_at=retry,
+                reply_text="postponed: every MX address of the destination at its session cap",
+            ),
+        )
+
     def _lane(self, work: Work, slots: asyncio.Semaphore) -> Lane:
         key = (work.pick.source.address, work.hosts[0].name)
         lane = self._lanes.get(key)
@@ -479,6 +516,8 @@ class Engine:
                 self._attempted,
                 self._spawn,
                 self._message_started,
+                addresses=self.address_slots,
+                postpone=self._postpone,
             )
             self._lanes[key] = lane
         return lane
@@ -680,6 +719,7 @@ class Engine:
             ticked = self.automation.tick(self.clock())
             if ticked:
                 self._automation_events(ticked)
+            self._shed_waiting()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
 
@@ -700,6 +740,16 @@ class Engine:
                             stream.release_after)  # fmt: skip
             released += n
         return released
+
+    def _shed_waiting(self) -> None:
+        """Messages that waited too long on a lane go back to the queue for a while."""
+        shed = sum(lane.shed(self._settings.max_wait) for lane in self._lanes.values())
+        if shed:
+            log.warning(
+                "%d messages waited over %gs for a session: postponed",
+                shed,
+                self._settings.max_wait,
+            )
 
     def _prune_lanes(self) -> None:
         """Forget lanes with no sessions and nothing waiting (destinations come and go)."""

@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from dispatcher.config import Client, Config, StartTls
+from dispatcher.engine.address_slots import AddressSlots
+from dispatcher.engine.deadline import BeforeDot
 from dispatcher.engine.stop_points import reached
 from dispatcher.routing.circuit import CircuitBreaker
 from dispatcher.routing.router import MxHost
@@ -45,6 +47,7 @@ class Work:
     mail_from: str
     hosts: tuple[MxHost, ...]
     signed: bytes | None = None  # the signed message, when signed ahead (off the loop)
+    waiting_since: float = 0.0  # when it was put on its lane (monotonic)
 
 
 class MessageCommit:
@@ -106,6 +109,14 @@ class Attempt:
 PrepareFn = Callable[[Work], bytes]  # returns the signed message bytes
 MarkFn = Callable[[str], "asyncio.Future[bool]"]
 DoneFn = Callable[[Attempt], None]
+PostponeFn = Callable[["Work", float], None]  # back to the queue after a delay, no attempt
+
+# `_open`'s failure when every address of the destination held its session cap.
+_BUSY = SendResult(Phase.CONNECT, None, "every MX address at its session cap", reusable=False)
+
+
+def _addresses_of(work: Work) -> list[str]:
+    return [a for mx in work.hosts for a in mx.addresses]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +129,10 @@ class LaneSettings:
     send_ahead: bool  # pipelining client: next message's commands ride with the dot
     idle_timeout: float = 2.0
     mark_at: MarkAt = MarkAt.DOT  # when the committing mark is asked for
+    message_deadline: float = 120.0  # until the final dot is written (never after it)
+    session_deadline: float = 600.0  # no new message on a session older than this
+    busy_delay: float = 15.0  # a message shed by a saturated lane waits this long
+    max_wait: float = 30.0  # a message waiting longer than this on its lane is shed
 
     @classmethod
     def from_config(cls, config: Config) -> LaneSettings:
@@ -130,6 +145,8 @@ class LaneSettings:
             client=config.smtp.client,
             send_ahead=config.smtp.send_ahead,
             mark_at=config.smtp.mark_at,
+            message_deadline=config.smtp.message_deadline,
+            session_deadline=config.smtp.session_deadline,
         )
 
 
@@ -147,6 +164,8 @@ class Lane:
         done: DoneFn,
         spawn: Callable[[Awaitable[None]], asyncio.Task[None]],
         started: Callable[[], None] | None = None,
+        addresses: AddressSlots | None = None,
+        postpone: PostponeFn | None = None,
     ) -> None:
         self.key = key
         self._settings = settings
@@ -157,6 +176,11 @@ class Lane:
         self._done = done
         self._spawn = spawn
         self._started = started  # told when a message's MAIL is about to be written
+        self._addresses = addresses  # sessions per MX address, engine-wide
+        self._postpone = postpone  # back to the queue for later, no attempt counted
+        # Every address of the destination held its cap when a session last tried: no new
+        # session until one frees a slot (AddressSlots wakes us).
+        self._capped = False
         self._ready: deque[Work] = deque()
         self._has_work = asyncio.Event()
         self.sessions = 0
@@ -167,12 +191,41 @@ class Lane:
         return len(self._ready)
 
     def put(self, work: Work) -> None:
+        work.waiting_since = time.monotonic()
         self._ready.append(work)
         self._has_work.set()
+        self._grow()
+
+    def shed(self, older_than: float) -> int:
+        """Hand back (postponed, no attempt counted) the messages that waited here longer
+        than `older_than` seconds without a session: a destination slower than its share
+        (a tarpit behind many names) must not hold the engine's in-flight budget."""
+        if self._postpone is None or not self._ready:
+            return 0
+        limit = time.monotonic() - older_than
+        stale = [w for w in self._ready if w.waiting_since < limit]
+        if not stale:
+            return 0
+        self._ready = deque(w for w in self._ready if w.waiting_since >= limit)
+        for work in stale:
+            self._postpone(work, self._settings.busy_delay)
+        return len(stale)
+
+    def _grow(self) -> None:
         idle = self.sessions - self.busy
-        if idle < len(self._ready) and self.sessions < self._settings.sessions_per_host:
+        if (
+            idle < len(self._ready)
+            and self.sessions < self._settings.sessions_per_host
+            and not self._capped
+        ):
             self.sessions += 1
             self._spawn(self._session_loop())
+
+    def kick(self) -> None:
+        """An MX address of this lane freed a slot: try a session again if mail waits."""
+        self._capped = False
+        if self._ready and not self.closing:
+            self._grow()
 
     def take_all(self) -> list[Work]:
         """Remove every message not yet started; sessions go on (a reload moves them)."""
@@ -213,6 +266,9 @@ class Lane:
         session: Session | None = None
         host: MxHost | None = None
         nxt: _Next | None = None  # a look-ahead taken by the previous send
+        held: str | None = None  # the MX address whose slot this session holds
+        opened_at = 0.0
+        loop = asyncio.get_running_loop()
         try:
             async with self._slots:
                 while True:
@@ -234,14 +290,35 @@ class Lane:
                                 await session.close()
                                 session = None
                             continue
+                        if (
+                            session is not None
+                            and ahead_of is None
+                            and loop.time() - opened_at > self._settings.session_deadline
+                        ):
+                            # Old enough: no new message on it (a slow server keeps none).
+                            # A look-ahead already on its wire goes first: none is taken
+                            # past the deadline (`young` below).
+                            await session.close()
+                            session = None
                         if session is None or not session.is_open:
+                            if held is not None:
+                                self._release_address(held)
+                                held = None
                             try:
-                                session, host, failure = await self._open(work)
+                                session, host, failure, held = await self._open(work)
                             except asyncio.CancelledError:
                                 if ahead_of is not None:
                                     ahead_of.commit.cancel()
                                 self._done(Attempt(work, released("shutting down"), None))
                                 raise
+                            opened_at = loop.time()
+                            if failure is _BUSY:
+                                # Every address at its cap: wait for a slot, not a session.
+                                self._ready.appendleft(work)
+                                self._capped = True
+                                for address in _addresses_of(work):
+                                    self._wait_address(address)
+                                break
                             if session is None:
                                 if ahead_of is not None:
                                     ahead_of.commit.cancel()
@@ -257,7 +334,10 @@ class Lane:
                         assert host is not None
                         taken: list[_Next] = []
                         try:
-                            attempt = await self._send(session, host, work, ahead_of, taken)
+                            young = loop.time() - opened_at <= self._settings.session_deadline
+                            attempt = await self._send(
+                                session, host, work, ahead_of, taken, young=young
+                            )
                         except asyncio.CancelledError:
                             # The shutdown deadline: settle the message before leaving.
                             self._done(Attempt(work, cut_short(session.dot_written), host.name))
@@ -304,12 +384,29 @@ class Lane:
             if session is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(session.close())
+            if held is not None:
+                self._release_address(held)
 
-    async def _open(self, work: Work) -> tuple[Session | None, MxHost | None, SendResult]:
-        """Try the destination's hosts in order: next MX on a connect failure or 4xx greeting."""
+    def _release_address(self, address: str) -> None:
+        if self._addresses is not None:
+            self._addresses.release(address)
+
+    def _wait_address(self, address: str) -> None:
+        if self._addresses is not None:
+            self._addresses.wait(address, self.kick)
+
+    async def _open(
+        self, work: Work
+    ) -> tuple[Session | None, MxHost | None, SendResult, str | None]:
+        """Try the destination's hosts in order: next MX on a connect failure or 4xx greeting.
+
+        Returns the session, its host, the last failure and the address whose slot the
+        session holds; `_BUSY` as the failure when every address was at its session cap."""
         failure = SendResult(Phase.CONNECT, None, "no reachable MX host", reusable=False)
         tried: MxHost | None = None
+        busy = False
         source = work.pick.source
+        slots = self._addresses
         for mx in work.hosts:
             for address in mx.addresses:
                 breaker_key = f"{address}:{mx.port}"
@@ -317,6 +414,9 @@ class Lane:
                     failure = SendResult(
                         Phase.CONNECT, None, f"circuit open for {mx.name}", reusable=False
                     )
+                    continue
+                if slots is not None and not slots.try_acquire(address):
+                    busy = True
                     continue
                 tried = mx
                 session = make_session(
@@ -329,17 +429,38 @@ class Lane:
                     starttls=self._settings.starttls,
                     mark_at=self._settings.mark_at,
                 )
-                result = await session.open()
+                result = await self._bounded_open(session)
                 if result is None:
                     self._breaker.success(breaker_key)
-                    return session, mx, failure
+                    return session, mx, failure, address
+                self._release_address(address)
                 failure = result
                 if result.code is None or (result.code // 100) == 4:
                     self._breaker.failure(breaker_key)
                     continue
                 # A 5xx greeting or EHLO: the sender's problem, another MX will not help.
-                return None, mx, result
-        return None, tried, failure
+                return None, mx, result, None
+        if busy and tried is None:
+            return None, None, _BUSY, None
+        return None, tried, failure, None
+
+    async def _bounded_open(self, session: Session) -> SendResult | None:
+        """`session.open()` within the message deadline (a tarpit greeting, EHLO, STARTTLS)."""
+        deadline = self._settings.message_deadline
+        try:
+            async with asyncio.timeout(deadline):
+                return await session.open()
+        except TimeoutError:
+            await asyncio.shield(session.close())
+            return SendResult(
+                Phase.CONNECT,
+                None,
+                f"message deadline ({deadline:g}s) passed while opening",
+                reusable=False,
+            )
+        except BaseException:
+            await asyncio.shield(session.close())
+            raise
 
     async def _send(
         self,
@@ -348,9 +469,29 @@ class Lane:
         work: Work,
         ahead_of: _Next | None,
         taken: list[_Next],
+        *,
+        young: bool = True,
     ) -> Attempt:
-        """Send `work` (a look-ahead when `ahead_of` is given); a look-ahead taken for the
-        next message is appended to `taken` as soon as it is taken."""
+        """Send `work` (a look-ahead when `ahead_of` is given) within the message deadline;
+        a look-ahead taken for the next message is appended to `taken` as soon as it is
+        taken (none when the session is past its deadline: not `young`)."""
+        deadline = self._settings.message_deadline
+        guard = BeforeDot(asyncio.get_running_loop().time() + deadline, lambda: session.dot_written)
+        async with guard:
+            return await self._send_now(session, host, work, ahead_of, taken, young)
+        # The deadline passed before the dot was written: the client dropped the link.
+        text = f"message deadline ({deadline:g}s) passed before the final dot"
+        return Attempt(work, SendResult(Phase.DATA, None, text, reusable=False), host.name)
+
+    async def _send_now(
+        self,
+        session: Session,
+        host: MxHost,
+        work: Work,
+        ahead_of: _Next | None,
+        taken: list[_Next],
+        young: bool,
+    ) -> Attempt:
         if ahead_of is not None:
             body, commit = ahead_of.body, ahead_of.commit
         else:
@@ -363,7 +504,7 @@ class Lane:
             if self._started is not None:
                 self._started()
         msg = work.message
-        if not (self._settings.send_ahead and session.pipelining):
+        if not (self._settings.send_ahead and session.pipelining and young):
             result = await session.send(
                 work.mail_from, msg.rcpt, body, commit, smtputf8=msg.smtputf8
             )

@@ -19,7 +19,13 @@ from aiosmtplib.errors import (
     SMTPResponseException,
 )
 
-from dispatcher.smtp.reply import MAX_REPLY_LINES, ReplyError, ReplyTooLong, clean_text
+from dispatcher.smtp.reply import (
+    MAX_REPLY_BYTES,
+    MAX_REPLY_LINES,
+    ReplyError,
+    ReplyTooLong,
+    clean_text,
+)
 from dispatcher.smtp.session import (
     Ahead,
     Commit,
@@ -45,6 +51,8 @@ def _checked(code: int, message: str) -> str:
     surrogates, and reports an unparsable reply as code -1.
     """
     if not 100 <= code <= 599:
+        if "too long" in message.lower():  # aiosmtplib's own 32 KB bound
+            raise ReplyTooLong(f"over {MAX_REPLY_BYTES} bytes")
         raise ReplyError(f"malformed SMTP reply: {clean_text(message)[:80]!r}")
     if message.count("\n") >= MAX_REPLY_LINES:
         raise ReplyTooLong(f"over {MAX_REPLY_LINES} lines")
@@ -219,7 +227,10 @@ class SmtpSession:
             await self.close()
             return SendResult(phase, None, describe_error(e), reusable=False)
         except BaseException:
+            # Cancelled (a deadline, shutdown) mid-dialogue: the server's state is unknown;
+            # a QUIT could be read as message text. Drop the connection.
             commit.cancel()
+            self._abort_now()
             raise
 
     async def _data(
@@ -263,7 +274,11 @@ class SmtpSession:
             if reply_task is None:
                 reply_task = asyncio.ensure_future(protocol.read_response(timeout=None))
             try:
-                reply = await asyncio.wait_for(asyncio.shield(reply_task), self.timeouts.data)
+                try:
+                    reply = await asyncio.wait_for(asyncio.shield(reply_task), self.timeouts.data)
+                except SMTPResponseException as e:
+                    _checked(e.code, e.message)  # a reply error: too long, malformed
+                    raise
                 text = _checked(*reply)
             except ReplyError as e:
                 await self._drop()
@@ -313,6 +328,9 @@ class SmtpSession:
 
     async def _abort(self) -> None:
         """Drop the connection at once: DATA is open, only a drop ends it without a dot."""
+        self._abort_now()
+
+    def _abort_now(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             transport = client.transport
