@@ -362,6 +362,10 @@ class Queue(Protocol):
     async def heartbeat(self, lease: Lease) -> bool:
         """Renew the lease; False when it was taken over (the worker must stop)."""
 
+    async def live_workers(self, now: float) -> int:
+        """How many registered workers hold a live lease at `now` (the worker registry:
+        processes that count limits locally divide them by it)."""
+
     async def claim(self, lease: Lease, limit: int, now: float) -> list[ClaimedMessage]:
         """Claim up to `limit` due messages (queued or deferred with due_at <= now),
         ordered by priority (higher first) then due time; they become `sending`."""

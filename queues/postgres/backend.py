@@ -430,6 +430,10 @@ class PostgresQueue:
         due: float | None = await self._db.fetchval(QUERIES["next_due"])
         return due
 
+    async def live_workers(self, now: float) -> int:
+        """Workers whose lease has not expired at `now`."""
+        return int(await self._db.fetchval(QUERIES["count_live_workers"], now))
+
     async def active_count(self) -> int:
         """Messages not yet finished."""
         return int(await self._db.fetchval(QUERIES["active_count"]))

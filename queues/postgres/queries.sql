@@ -50,6 +50,9 @@ INSERT INTO md_worker (worker_id, epoch, expires_at, heartbeat_at, registered_at
 VALUES ($1, nextval('md_lease_epoch'), $2, $3, $3, $4, $5)
 RETURNING epoch;
 
+-- name: count_live_workers
+SELECT count(*) FROM md_worker WHERE expires_at > $1;
+
 -- name: heartbeat
 -- An expired lease is never renewed, even before recovery took it: its messages may be
 -- about to change hands.

@@ -165,6 +165,10 @@ class SqliteQueue:
         """Renew the lease; False when it was taken over."""
         return await self._db.write(partial(leases.heartbeat, lease=lease, now=time.time()))
 
+    async def live_workers(self, now: float) -> int:
+        """Workers that heartbeat within `lease_ttl` of `now`."""
+        return await self._db.run(partial(leases.live_workers, since=now - self.lease_ttl))
+
     async def claim(self, lease: Lease, limit: int, now: float) -> list[ClaimedMessage]:
         """Claim due messages in one transaction; LeaseLost when the lease is stale."""
         if limit <= 0:

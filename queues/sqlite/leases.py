@@ -44,6 +44,11 @@ def heartbeat(conn: sqlite3.Connection, lease: Lease, now: float) -> bool:
     return conn.execute(Q.heartbeat, (lease.worker_id, lease.epoch, now)).rowcount == 1
 
 
+def live_workers(conn: sqlite3.Connection, since: float) -> int:
+    """Workers whose heartbeat came after `since`."""
+    return int(conn.execute(Q.count_live_workers, (since,)).fetchone()[0])
+
+
 def drop_if_idle(conn: sqlite3.Connection, lease: Lease) -> bool:
     """Unregister the worker when it holds no message in flight; call in a transaction."""
     return conn.execute(Q.drop_idle_worker, (lease.worker_id, lease.epoch)).rowcount == 1

@@ -47,6 +47,9 @@ SELECT epoch FROM workers WHERE worker_id = ?1;
 -- name: heartbeat
 UPDATE workers SET heartbeat_at = ?3 WHERE worker_id = ?1 AND epoch = ?2;
 
+-- name: count_live_workers
+SELECT count(*) FROM workers WHERE heartbeat_at > ?1;
+
 -- name: list_workers
 SELECT worker_id, epoch, heartbeat_at, lock_path FROM workers ORDER BY epoch;
 
