@@ -30,6 +30,7 @@ from dispatcher.config.diff import Change, diff, fingerprint
 from dispatcher.config.streams import Ambiguous
 from dispatcher.dkim.signer import DkimSigner
 from dispatcher.engine.address_slots import AddressSlots
+from dispatcher.engine.coordination import Coordination, open_coordination
 from dispatcher.engine.group_commit import MarkWriter, OutcomeWriter
 from dispatcher.engine.lane import Attempt, Lane, LaneSettings, Work
 from dispatcher.engine.outcomes import Classifier, Verdict
@@ -39,7 +40,7 @@ from dispatcher.message.verp import Verp
 from dispatcher.routing.router import Resolution, RouteKind, Router
 from dispatcher.telemetry.metrics import Metrics
 from ip_pools import PoolSet
-from ip_pools.automation import Automation, AutomationEvent
+from ip_pools.automation import Action, Automation, AutomationEvent
 from ip_pools.categories import Category
 from ip_pools.counters import ANY_PROVIDER
 from ip_pools.model import SENDING_STATES
@@ -139,6 +140,8 @@ class Engine:
         # messages started anyway are counted (a bug if ever non-zero, look-aheads aside).
         self._stop_seen_at: float | None = None
         self.mails_after_stop = 0
+        # The deliverability counters ([coordination]); opened at run() once registered.
+        self.coordination: Coordination | None = None
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -157,6 +160,7 @@ class Engine:
         self._stats = RunStats()
         lease = await self.queue.register_worker()
         self._lease = lease
+        await self._open_coordination(lease.worker_id)
         self._marks = MarkWriter(self.queue, lease, self.config.dispatch.mark_interval)
         self._outcomes = OutcomeWriter(
             self.queue, lease, self.config.dispatch.outcome_interval, on_applied=self._applied
@@ -169,6 +173,7 @@ class Engine:
             asyncio.create_task(self._heartbeat(lease, stop), name="heartbeat"),
             asyncio.create_task(self._recovery(stop), name="recovery"),
             asyncio.create_task(self._watch_stop(stop), name="stop-watch"),
+            asyncio.create_task(self._share_pauses(stop), name="coordination-pauses"),
         }
         claim = asyncio.create_task(self._claim_loop(lease, slots, stop, drain), name="claim")
         try:
@@ -188,6 +193,8 @@ class Engine:
             for task in side:
                 task.cancel()
             await asyncio.gather(*side, return_exceptions=True)
+            if self.coordination is not None:
+                await self.coordination.close()
             self._sign_pool.shutdown(wait=False)
             self._sign_pool = None
             self._stats.finished = time.monotonic()
@@ -198,6 +205,38 @@ class Engine:
                     time.monotonic() - self._stop_seen_at,
                 )
         return self._stats
+
+    async def _open_coordination(self, worker_id: str) -> None:
+        known = [ip.address for pool in self.config.pools for ip in pool.ips]
+        self.coordination = await open_coordination(
+            self.config, self.queue, worker_id, known, pauses=_AutomationPauses(self.automation)
+        )
+        if self.coordination.redis is not None:
+            self.coordination.redis.on_pause.append(self._shared_pause)
+        if self.metrics is not None:
+            self.metrics.readiness["coordination"] = self.coordination.readiness
+
+    def _shared_pause(self, ip: str, provider: str, until: float) -> None:
+        """A pause raised by any process (pub/sub): close the lanes it covers here too."""
+        if until > self.clock():
+            self._close_lanes(ip, provider)
+
+    async def _share_pauses(self, stop: asyncio.Event) -> None:
+        """Put the pauses this process's automation raises into the shared counters, so
+        every process stops (those not written yet are tried again while Redis is away)."""
+        pending: list[tuple[str, float]] = []
+        while not stop.is_set():
+            coord = self.coordination
+            pending += self.automation.take_unwritten()
+            if coord is not None and pending:
+                try:
+                    for key, until in list(pending):
+                        await coord.counters.pause(key, until)
+                        pending.remove((key, until))
+                except ConnectionError:
+                    pass  # unavailable or rebuilding: they go when it answers
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=0.05)
 
     async def _watch_stop(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -631,19 +670,29 @@ class Engine:
                 self.metrics.automation.labels(ev.kind, ev.ip, ev.provider).inc()
             if ev.kind != "ip.paused":
                 continue
-            paused = [
-                key
-                for key in self._lanes
-                if key[0] == ev.ip and ev.provider in (site_key(key[1]), ANY_PROVIDER)
-            ]
-            for key in paused:
-                # Closed: its sessions end after the message they are on; the lane is
-                # forgotten so that mail after the pause opens a new one.
-                for work in self._lanes.pop(key).close():
-                    self._release(work.message)
+            self._close_lanes(ev.ip, ev.provider)
+
+    def _close_lanes(self, ip: str, provider: str) -> None:
+        """No MAIL for `provider` ("*": any) from `ip` after a pause: its lanes close."""
+        paused = [
+            key
+            for key in self._lanes
+            if key[0] == ip and provider in (site_key(key[1]), ANY_PROVIDER)
+        ]
+        for key in paused:
+            # Closed: its sessions end after the message they are on; the lane is
+            # forgotten so that mail after the pause opens a new one.
+            for work in self._lanes.pop(key).close():
+                self._release(work.message)
 
     def _blocked_for(self, provider: str, now: float) -> Callable[[str], bool]:
-        return lambda address: self.automation.paused_until(address, provider, now) > now
+        coord = self.coordination
+        if coord is None or coord.redis is None:
+            return lambda address: self.automation.paused_until(address, provider, now) > now
+        return lambda address: (
+            self.automation.paused_until(address, provider, now) > now
+            or coord.paused_until(address, provider, now) > now
+        )
 
     def _finish(self, msg: ClaimedMessage, record: OutcomeRecord) -> None:
         assert self._outcomes is not None
@@ -810,3 +859,17 @@ async def _wait_tasks(
         if waker is not None:
             waker.cancel()
     return pending
+
+
+class _AutomationPauses:
+    """The pauses this process's automation holds, for a Redis rebuild."""
+
+    def __init__(self, automation: Automation) -> None:
+        self.automation = automation
+
+    def pauses_in_force(self, now: float) -> list[tuple[str, str, float]]:
+        return [
+            (a.ip, a.provider, a.until)
+            for a in self.automation.active(now)
+            if a.action == Action.PAUSE
+        ]

@@ -180,6 +180,8 @@ class RedisCounters:
         self._first: dict[str, asyncio.Future[bool]] = {}
         self._ready_event = asyncio.Event()
         self.on_ready: list[Callable[[], None]] = []  # called each time it becomes ready
+        # called with (ip, route, until) for every pause raised by any process (this one too)
+        self.on_pause: list[Callable[[str, str, float], None]] = []
 
     # -- lifetime --------------------------------------------------------------------------
 
@@ -660,6 +662,10 @@ class RedisCounters:
             if self._missing:
                 await self._rebuild_ips(epoch, sorted(self._missing))
                 self._missing.clear()
+            # Pauses of the IPs this process sends from, so none is missed before pub/sub
+            # or a take tells of it.
+            if self.known_ips:
+                await self._load_pauses(sorted(self.known_ips))
             self._noticed = None
             self.ready = True
             self._ready_event.set()
@@ -815,7 +821,10 @@ class RedisCounters:
         if kind == "pause":
             until_us, _, ip_route = rest.partition("|")
             ip, _, route = ip_route.rpartition("|")
-            self._set_pause(ip, route, int(until_us) / 1e6)
+            until = int(until_us) / 1e6
+            self._set_pause(ip, route, until)
+            for callback in self.on_pause:
+                callback(ip, route, until)
         elif kind == "epoch":
             epoch, _, _state = rest.partition("|")
             if epoch != self.epoch:
@@ -832,7 +841,7 @@ class RedisCounters:
 
     def _on_unsubscribed(self) -> None:
         self._pubsub_up = False
-        self._notice()
+        self._lost()  # the link is likely gone too: say so now, resync when it answers
 
     def _kick_if_idle(self) -> None:
         # After a reconnect Redis may have restarted: check the epoch (cheap when unchanged).
