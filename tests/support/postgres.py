@@ -16,12 +16,13 @@ import itertools
 import os
 import re
 import uuid
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
+from queues.postgres.backend import PostgresQueue
 from queues.postgres.migrate import migrate
 from queues.protocol import NewMessage
 
@@ -32,6 +33,18 @@ _RUN = f"{_PREFIX}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
 _counter = itertools.count(1)
 _template: str | None = None
 _created: list[str] = []
+
+
+class OpenPostgres(Protocol):
+    """The `open_pg` fixture (tests/integration/queues/conftest.py)."""
+
+    async def __call__(self, dsn: str, **options: Any) -> PostgresQueue: ...
+
+
+class ConnectPostgres(Protocol):
+    """The `pg_connect` fixture (tests/integration/queues/conftest.py)."""
+
+    async def __call__(self, dsn: str) -> asyncpg.Connection: ...
 
 
 def unreachable(exc: BaseException) -> NoReturn:

@@ -11,12 +11,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from queues.postgres.backend import PostgresQueue
 from queues.protocol import Queue
 from queues.sqlite.backend import SqliteQueue
-from tests.support.postgres import create_test_database, unreachable
+from tests.support.postgres import (
+    ConnectPostgres,
+    OpenPostgres,
+    create_test_database,
+    unreachable,
+)
 from tests.support.queues import QueueBuilder
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -80,3 +86,36 @@ async def make_queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
 async def queue(make_queue: QueueFactory) -> Queue:
     """One opened queue on a fresh store."""
     return await make_queue()
+
+
+@pytest.fixture
+async def open_pg() -> AsyncIterator[OpenPostgres]:
+    """More PostgresQueues on a test's database (`await open_pg(dsn, **options)`): another
+    worker or pool; all closed at teardown."""
+    opened: list[PostgresQueue] = []
+
+    async def open_(dsn: str, **options: Any) -> PostgresQueue:
+        q = PostgresQueue(dsn, **options)
+        await q.open()
+        opened.append(q)
+        return q
+
+    yield open_
+    for q in opened:
+        await q.close()
+
+
+@pytest.fixture
+async def pg_connect() -> AsyncIterator[ConnectPostgres]:
+    """Plain asyncpg connections (an administrator, a blocking transaction); closed at
+    teardown."""
+    conns: list[asyncpg.Connection] = []
+
+    async def connect(dsn: str) -> asyncpg.Connection:
+        conn = await asyncpg.connect(dsn)
+        conns.append(conn)
+        return conn
+
+    yield connect
+    for conn in conns:
+        await conn.close()

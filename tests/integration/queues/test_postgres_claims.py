@@ -6,12 +6,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 
 from queues.postgres import PostgresQueue
 from queues.protocol import MessageState, OutcomeRecord
-from tests.support.postgres import create_test_database, make_message
+from tests.support.postgres import ConnectPostgres, OpenPostgres, create_test_database, make_message
 
 pytestmark = pytest.mark.postgres
 
@@ -81,11 +80,12 @@ async def test_expired_messages_fail_instead_of_being_claimed(queue: PostgresQue
     assert await queue.active_count() == 1
 
 
-async def test_two_workers_never_claim_the_same_message(dsn: str, queue: PostgresQueue) -> None:
+async def test_two_workers_never_claim_the_same_message(
+    dsn: str, queue: PostgresQueue, open_pg: OpenPostgres
+) -> None:
     total = 3000
     await queue.enqueue_many([make_message(i) for i in range(total)])
-    other = PostgresQueue(dsn)
-    await other.open()
+    other = await open_pg(dsn)
 
     async def drain(q: PostgresQueue) -> list[str]:
         lease = await q.register_worker()
@@ -94,10 +94,7 @@ async def test_two_workers_never_claim_the_same_message(dsn: str, queue: Postgre
             got.extend(m.id for m in batch)
         return got
 
-    try:
-        results = await asyncio.gather(drain(queue), drain(queue), drain(other), drain(other))
-    finally:
-        await other.close()
+    results = await asyncio.gather(drain(queue), drain(queue), drain(other), drain(other))
 
     everything = [i for r in results for i in r]
     assert len(everything) == len(set(everything)) == total
@@ -177,42 +174,37 @@ async def test_cancel_and_prune(queue: PostgresQueue) -> None:
     assert await queue.prune(now + 7200, 3600, 0) == (0, 5)
 
 
-async def test_wait_for_work_wakes_on_enqueue(dsn: str, queue: PostgresQueue) -> None:
+async def test_wait_for_work_wakes_on_enqueue(
+    dsn: str, queue: PostgresQueue, open_pg: OpenPostgres
+) -> None:
     await queue.wait_for_work(0)  # starts the listener; the first wait returns at once
     await asyncio.wait_for(queue.listener.connected.wait(), 30)
     await queue.wait_for_work(0)  # consume the wake-up of the connect
-    producer = PostgresQueue(dsn)
-    await producer.open()
-    try:
-        waiting = asyncio.create_task(queue.wait_for_work(3600))
-        await asyncio.sleep(0)
-        assert not waiting.done()
-        await producer.enqueue_many([make_message(1)])
-        await asyncio.wait_for(waiting, 30)  # woken by NOTIFY, far before its timeout
-    finally:
-        await producer.close()
+    producer = await open_pg(dsn)
+    waiting = asyncio.create_task(queue.wait_for_work(3600))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await producer.enqueue_many([make_message(1)])
+    await asyncio.wait_for(waiting, 30)  # woken by NOTIFY, far before its timeout
 
 
 async def test_listener_reconnects_after_losing_its_connection(
-    dsn: str, queue: PostgresQueue
+    dsn: str, queue: PostgresQueue, pg_connect: ConnectPostgres
 ) -> None:
     await queue.wait_for_work(0)
     await asyncio.wait_for(queue.listener.connected.wait(), 30)
     await queue.wait_for_work(0)
     connects = queue.listener.connects
-    admin = await asyncpg.connect(dsn)
-    try:
-        killed = await admin.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND application_name = 'maildispatch-listener'"
-        )
-        assert killed == 1
-        # The reconnect itself wakes the worker (announcements in between are lost).
-        await asyncio.wait_for(queue.wait_for_work(3600), 30)
-        assert queue.listener.connects == connects + 1
-        waiting = asyncio.create_task(queue.wait_for_work(3600))
-        await asyncio.sleep(0)
-        await queue.enqueue_many([make_message(1)])
-        await asyncio.wait_for(waiting, 30)
-    finally:
-        await admin.close()
+    admin = await pg_connect(dsn)
+    killed = await admin.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = 'maildispatch-listener'"
+    )
+    assert killed == 1
+    # The reconnect itself wakes the worker (announcements in between are lost).
+    await asyncio.wait_for(queue.wait_for_work(3600), 30)
+    assert queue.listener.connects == connects + 1
+    waiting = asyncio.create_task(queue.wait_for_work(3600))
+    await asyncio.sleep(0)
+    await queue.enqueue_many([make_message(1)])
+    await asyncio.wait_for(waiting, 30)

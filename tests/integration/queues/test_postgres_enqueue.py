@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
 
 from queues.errors import IdempotencyConflict, InvalidQueueInput
 from queues.postgres import PostgresQueue
 from queues.protocol import EnqueueResult
-from tests.support.postgres import create_test_database, make_message
+from tests.support.postgres import ConnectPostgres, OpenPostgres, create_test_database, make_message
 
 pytestmark = pytest.mark.postgres
 N = 2000  # keys per racing batch: large enough that the two statements overlap
@@ -126,47 +125,46 @@ async def test_a_batch_with_an_existing_key(queue: PostgresQueue, size: int) -> 
     assert await queue.get([bad[0].id]) == []
 
 
-async def test_two_connections_one_key_store_one_message(dsn: str, queue: PostgresQueue) -> None:
+async def test_two_connections_one_key_store_one_message(
+    dsn: str, queue: PostgresQueue, pg_connect: ConnectPostgres
+) -> None:
     """A key being inserted by another transaction: enqueue waits for it, then reuses it."""
     other = make_message(1)
     mine = make_message(1, id="mine-1")  # same key and payload, another id
-    blocker = await asyncpg.connect(dsn)
-    try:
-        tx = blocker.transaction()
-        await tx.start()
-        await blocker.execute(
-            "INSERT INTO md_idempotency VALUES ($1, $2, $3, $4, 0)",
-            other.account,
-            other.idempotency_key,
-            other.payload_hash,
-            other.id,
-        )
-        pending = asyncio.create_task(queue.enqueue_many([mine]))
-        # Wait until the enqueue is blocked on the uncommitted key, as the server reports.
-        while not await blocker.fetchval(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE application_name = 'maildispatch' AND wait_event_type = 'Lock'"
-        ):
-            assert not pending.done(), pending
-            await asyncio.sleep(0.01)
-        await blocker.execute(
-            "INSERT INTO md_content (id, account, idempotency_key, author_domain, rcpt,"
-            " rcpt_domain, verp_token, message_id, smtputf8, enqueued_at, body)"
-            " VALUES ($1, $2, $3, 'a.example', 'r@b.example', 'b.example', 't', '<m@a>',"
-            " false, 0, '')",
-            other.id,
-            other.account,
-            other.idempotency_key,
-        )
-        await blocker.execute(
-            "INSERT INTO md_message (id, state, priority, due_at, account, stream,"
-            " enqueued_at, updated_at) VALUES ($1, 'queued', 0, 0, $2, 'transactional', 0, 0)",
-            other.id,
-            other.account,
-        )
-        await tx.commit()
-    finally:
-        await blocker.close()
+    blocker = await pg_connect(dsn)
+    tx = blocker.transaction()
+    await tx.start()
+    await blocker.execute(
+        "INSERT INTO md_idempotency VALUES ($1, $2, $3, $4, 0)",
+        other.account,
+        other.idempotency_key,
+        other.payload_hash,
+        other.id,
+    )
+    pending = asyncio.create_task(queue.enqueue_many([mine]))
+    # Wait until the enqueue is blocked on the uncommitted key, as the server reports.
+    while not await blocker.fetchval(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE application_name = 'maildispatch' AND wait_event_type = 'Lock'"
+    ):
+        assert not pending.done(), pending
+        await asyncio.sleep(0.01)
+    await blocker.execute(
+        "INSERT INTO md_content (id, account, idempotency_key, author_domain, rcpt,"
+        " rcpt_domain, verp_token, message_id, smtputf8, enqueued_at, body)"
+        " VALUES ($1, $2, $3, 'a.example', 'r@b.example', 'b.example', 't', '<m@a>',"
+        " false, 0, '')",
+        other.id,
+        other.account,
+        other.idempotency_key,
+    )
+    await blocker.execute(
+        "INSERT INTO md_message (id, state, priority, due_at, account, stream,"
+        " enqueued_at, updated_at) VALUES ($1, 'queued', 0, 0, $2, 'transactional', 0, 0)",
+        other.id,
+        other.account,
+    )
+    await tx.commit()
 
     result = (await pending)[0]
 
@@ -176,22 +174,16 @@ async def test_two_connections_one_key_store_one_message(dsn: str, queue: Postgr
 
 
 async def test_racing_enqueues_of_the_same_keys_from_two_pools(
-    dsn: str, queue: PostgresQueue
+    dsn: str, queue: PostgresQueue, open_pg: OpenPostgres
 ) -> None:
-    second = PostgresQueue(dsn)
-    await second.open()
-    try:
-        for round_ in range(5):
-            batch_a = [make_message(10_000 * round_ + i) for i in range(N)]
-            batch_b = [make_message(10_000 * round_ + i) for i in reversed(range(N))]
-            ra, rb = await asyncio.gather(queue.enqueue_many(batch_a), second.enqueue_many(batch_b))
-            ids_a = [r.id for r in ra]
-            ids_b = [r.id for r in reversed(rb)]
-            assert ids_a == ids_b
-            created = [
-                int(x.created) + int(y.created) for x, y in zip(ra, reversed(rb), strict=True)
-            ]
-            assert created == [1] * N
-    finally:
-        await second.close()
+    second = await open_pg(dsn)
+    for round_ in range(5):
+        batch_a = [make_message(10_000 * round_ + i) for i in range(N)]
+        batch_b = [make_message(10_000 * round_ + i) for i in reversed(range(N))]
+        ra, rb = await asyncio.gather(queue.enqueue_many(batch_a), second.enqueue_many(batch_b))
+        ids_a = [r.id for r in ra]
+        ids_b = [r.id for r in reversed(rb)]
+        assert ids_a == ids_b
+        created = [int(x.created) + int(y.created) for x, y in zip(ra, reversed(rb), strict=True)]
+        assert created == [1] * N
     assert await queue.active_count() == 5 * N

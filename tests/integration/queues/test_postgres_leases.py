@@ -11,7 +11,7 @@ import pytest
 from queues.errors import LeaseLost
 from queues.postgres import PostgresQueue
 from queues.protocol import MessageState, OutcomeRecord
-from tests.support.postgres import create_test_database, make_message
+from tests.support.postgres import OpenPostgres, create_test_database, make_message
 
 pytestmark = pytest.mark.postgres
 
@@ -111,36 +111,30 @@ async def test_live_leases_are_left_alone(old: PostgresQueue, new: PostgresQueue
     assert await old.heartbeat(lease) is True
 
 
-async def test_an_expired_lease_is_dead_even_before_recovery(dsn: str) -> None:
+async def test_an_expired_lease_is_dead_even_before_recovery(
+    dsn: str, open_pg: OpenPostgres
+) -> None:
     # A TTL shorter than one round trip: expired by the time the next call runs.
-    q = PostgresQueue(dsn, lease_ttl=1e-6)
-    await q.open()
-    try:
-        await q.enqueue_many([make_message(1)])
-        lease = await q.register_worker()
-        with pytest.raises(LeaseLost):
-            await q.claim(lease, 1, time.time())
-        assert await q.heartbeat(lease) is False
-        assert await q.active_count() == 1
-    finally:
-        await q.close()
+    q = await open_pg(dsn, lease_ttl=1e-6)
+    await q.enqueue_many([make_message(1)])
+    lease = await q.register_worker()
+    with pytest.raises(LeaseLost):
+        await q.claim(lease, 1, time.time())
+    assert await q.heartbeat(lease) is False
+    assert await q.active_count() == 1
 
 
-async def test_concurrent_recoveries_take_each_lease_once(dsn: str, old: PostgresQueue) -> None:
+async def test_concurrent_recoveries_take_each_lease_once(
+    dsn: str, old: PostgresQueue, open_pg: OpenPostgres
+) -> None:
     await old.enqueue_many([make_message(i) for i in range(200)])
     for _ in range(4):
         lease = await old.register_worker()
         await old.claim(lease, 50, time.time())
-    recoverers = [PostgresQueue(dsn, lease_ttl=100 * TTL) for _ in range(3)]
-    for q in recoverers:
-        await q.open()
-    try:
-        reports = await asyncio.gather(
-            *(q.recover(time.time() + LATER) for q in recoverers for _ in range(2))
-        )
-    finally:
-        for q in recoverers:
-            await q.close()
+    recoverers = [await open_pg(dsn, lease_ttl=100 * TTL) for _ in range(3)]
+    reports = await asyncio.gather(
+        *(q.recover(time.time() + LATER) for q in recoverers for _ in range(2))
+    )
 
     assert sum(r.workers for r in reports) == 4
     assert sum(r.requeued for r in reports) == 200

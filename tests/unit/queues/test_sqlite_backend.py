@@ -7,6 +7,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
@@ -18,14 +19,30 @@ from queues.sqlite.locks import lock_dir
 from tests.support.queues import delivered, ids, message, messages
 
 
+class OpenSqlite(Protocol):
+    async def __call__(self, path: Path, **options: Any) -> SqliteQueue: ...
+
+
 @pytest.fixture
-async def queue(tmp_path: Path) -> AsyncIterator[SqliteQueue]:
-    q = SqliteQueue(tmp_path / "queue.db")
-    await q.open()
-    try:
-        yield q
-    finally:
+async def open_sqlite() -> AsyncIterator[OpenSqlite]:
+    """Opens SqliteQueues (`await open_sqlite(path, **options)`); all closed at teardown
+    (close is idempotent: a test may close one early, as a crashed process would)."""
+    opened: list[SqliteQueue] = []
+
+    async def open_(path: Path, **options: Any) -> SqliteQueue:
+        q = SqliteQueue(path, **options)
+        await q.open()
+        opened.append(q)
+        return q
+
+    yield open_
+    for q in opened:
         await q.close()
+
+
+@pytest.fixture
+async def queue(tmp_path: Path, open_sqlite: OpenSqlite) -> SqliteQueue:
+    return await open_sqlite(tmp_path / "queue.db")
 
 
 def inspect(path: Path, sql: str) -> list[tuple[object, ...]]:
@@ -62,23 +79,19 @@ def test_open_queue_names_the_bad_field(kwargs: dict[str, object], field: str) -
     assert isinstance(info.value, ValueError)
 
 
-async def test_file_is_in_wal_mode_and_schema_is_idempotent(tmp_path: Path) -> None:
+async def test_file_is_in_wal_mode_and_schema_is_idempotent(
+    tmp_path: Path, open_sqlite: OpenSqlite
+) -> None:
     path = tmp_path / "q.db"
-    queues = [SqliteQueue(path), SqliteQueue(path, synchronous="NORMAL")]
-    await asyncio.gather(*(q.open() for q in queues))  # two openers at once
-    try:
-        await queues[0].enqueue_many([message()])
-        assert inspect(path, "PRAGMA journal_mode") == [("wal",)]
-        assert await queues[1].active_count() == 1
-    finally:
-        for q in queues:
-            await q.close()
-    again = SqliteQueue(path)
-    await again.open()
-    try:
-        assert await again.active_count() == 1
-    finally:
-        await again.close()
+    # two openers at once
+    queues = await asyncio.gather(open_sqlite(path), open_sqlite(path, synchronous="NORMAL"))
+    await queues[0].enqueue_many([message()])
+    assert inspect(path, "PRAGMA journal_mode") == [("wal",)]
+    assert await queues[1].active_count() == 1
+    for q in queues:
+        await q.close()
+    again = await open_sqlite(path)
+    assert await again.active_count() == 1
 
 
 async def test_use_after_close_is_refused(tmp_path: Path) -> None:
@@ -100,21 +113,16 @@ async def test_expired_messages_are_replaced_within_the_limit(queue: SqliteQueue
     assert {r.state for r in await queue.get(list(ids(expired)))} == {MessageState.FAILED}
 
 
-async def test_claim_under_a_stale_lease_raises(tmp_path: Path) -> None:
+async def test_claim_under_a_stale_lease_raises(tmp_path: Path, open_sqlite: OpenSqlite) -> None:
     path = tmp_path / "q.db"
-    worker, rescuer = SqliteQueue(path), SqliteQueue(path)
-    await worker.open()
-    await rescuer.open()
-    try:
-        await worker.enqueue_many([message()])
-        lease = await worker.register_worker()
-        await worker.claim(lease, 1, time.time())
-        await worker.close()  # releases the lock: dead for recovery
-        assert (await rescuer.recover(time.time())).workers == 1
-        with pytest.raises(LeaseLost):
-            await rescuer.claim(lease, 1, time.time())
-    finally:
-        await rescuer.close()
+    worker, rescuer = await open_sqlite(path), await open_sqlite(path)
+    await worker.enqueue_many([message()])
+    lease = await worker.register_worker()
+    await worker.claim(lease, 1, time.time())
+    await worker.close()  # releases the lock: dead for recovery
+    assert (await rescuer.recover(time.time())).workers == 1
+    with pytest.raises(LeaseLost):
+        await rescuer.claim(lease, 1, time.time())
 
 
 async def test_ten_thousand_messages_in_one_call(queue: SqliteQueue) -> None:
@@ -178,43 +186,35 @@ async def test_unstorable_message_is_refused(
     assert await queue.active_count() == 0
 
 
-async def test_missing_lock_file_falls_back_to_the_heartbeat(tmp_path: Path) -> None:
+async def test_missing_lock_file_falls_back_to_the_heartbeat(
+    tmp_path: Path, open_sqlite: OpenSqlite
+) -> None:
     path = tmp_path / "q.db"
-    worker, rescuer = SqliteQueue(path, lease_ttl=30), SqliteQueue(path, lease_ttl=30)
-    await worker.open()
-    await rescuer.open()
-    try:
-        await worker.enqueue_many([message()])
-        lease = await worker.register_worker()
-        await worker.claim(lease, 1, time.time())
-        (lock_dir(path) / f"{lease.worker_id}.lock").unlink()
-        now = time.time()
-        assert (await rescuer.recover(now)).workers == 0  # heartbeat still fresh
-        assert (await rescuer.recover(now + 31)).requeued == 1  # heartbeat too old
-        assert await worker.heartbeat(lease) is False
-    finally:
-        await worker.close()
-        await rescuer.close()
+    worker = await open_sqlite(path, lease_ttl=30)
+    rescuer = await open_sqlite(path, lease_ttl=30)
+    await worker.enqueue_many([message()])
+    lease = await worker.register_worker()
+    await worker.claim(lease, 1, time.time())
+    (lock_dir(path) / f"{lease.worker_id}.lock").unlink()
+    now = time.time()
+    assert (await rescuer.recover(now)).workers == 0  # heartbeat still fresh
+    assert (await rescuer.recover(now + 31)).requeued == 1  # heartbeat too old
+    assert await worker.heartbeat(lease) is False
 
 
-async def test_close_unregisters_idle_workers_only(tmp_path: Path) -> None:
+async def test_close_unregisters_idle_workers_only(tmp_path: Path, open_sqlite: OpenSqlite) -> None:
     path = tmp_path / "q.db"
-    worker, rescuer = SqliteQueue(path), SqliteQueue(path)
-    await worker.open()
-    await rescuer.open()
-    try:
-        await worker.enqueue_many([message()])
-        idle = await worker.register_worker()
-        busy = await worker.register_worker()
-        assert len(await worker.claim(busy, 1, time.time())) == 1
-        await worker.close()
-        assert not (lock_dir(path) / f"{idle.worker_id}.lock").exists()
-        assert (lock_dir(path) / f"{busy.worker_id}.lock").exists()
-        report = await rescuer.recover(time.time())
-        assert (report.workers, report.requeued) == (1, 1)
-        assert inspect(path, "SELECT count(*) FROM workers") == [(0,)]
-    finally:
-        await rescuer.close()
+    worker, rescuer = await open_sqlite(path), await open_sqlite(path)
+    await worker.enqueue_many([message()])
+    idle = await worker.register_worker()
+    busy = await worker.register_worker()
+    assert len(await worker.claim(busy, 1, time.time())) == 1
+    await worker.close()
+    assert not (lock_dir(path) / f"{idle.worker_id}.lock").exists()
+    assert (lock_dir(path) / f"{busy.worker_id}.lock").exists()
+    report = await rescuer.recover(time.time())
+    assert (report.workers, report.requeued) == (1, 1)
+    assert inspect(path, "SELECT count(*) FROM workers") == [(0,)]
 
 
 async def test_prune_drops_bodies_with_their_messages(queue: SqliteQueue) -> None:
