@@ -36,6 +36,10 @@ class MarkWriter:
         self._lease = lease
         self._interval = interval
         self._pending: dict[str, asyncio.Future[bool]] = {}
+        # The batch whose write is on its way, with that write (shielded: it may outlive run()).
+        self._writing: dict[str, asyncio.Future[bool]] = {}
+        self._write: asyncio.Future[set[str]] | None = None
+        self._stopped = False
         self._wake = asyncio.Event()
         self.batches = 0
         self.marks = 0
@@ -44,6 +48,9 @@ class MarkWriter:
     def request(self, message_id: str) -> asyncio.Future[bool]:
         """A future resolving True once the mark is durable, False if it was refused."""
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if self._stopped:  # nothing will write it: refused, the dot is never written
+            fut.set_result(False)
+            return fut
         self._pending[message_id] = fut
         if not self.in_flight:
             self._wake.set()
@@ -61,10 +68,32 @@ class MarkWriter:
                 while self._pending:
                     await self._flush()
         finally:
+            self._stopped = True
+            self._resolve_in_flight()
             for fut in self._pending.values():
                 if not fut.done():
                     fut.set_result(False)
             self._pending.clear()
+
+    def _resolve_in_flight(self) -> None:
+        """Stopped during a write: its batch gets the write's result if it has one already,
+        False otherwise. A session must not wait on a write it cannot see finish, and must
+        never write a dot for a mark not granted; marks made durable later are left in
+        `committing` for recovery to hold as ambiguous."""
+        batch, write = self._writing, self._write
+        self._writing, self._write = {}, None
+        if not batch:
+            return
+        granted: set[str] = set()
+        if write is not None and write.done() and not write.cancelled():
+            if write.exception() is None:
+                granted = write.result()
+        elif write is not None:
+            write.add_done_callback(_consume_result)
+            log.warning("mark writer stopped during a write: %d sessions will not send", len(batch))
+        for msg_id, fut in batch.items():
+            if not fut.done():
+                fut.set_result(msg_id in granted)
 
     async def _flush(self) -> None:
         batch = {k: f for k, f in self._pending.items() if not f.done()}
@@ -72,15 +101,18 @@ class MarkWriter:
         if not batch:
             return
         self.in_flight = True
+        write = asyncio.ensure_future(self._queue.mark_committing(self._lease, list(batch)))
+        self._writing, self._write = batch, write
         try:
-            granted = await asyncio.shield(self._queue.mark_committing(self._lease, list(batch)))
+            granted = await asyncio.shield(write)
         except asyncio.CancelledError:
-            raise
+            raise  # run()'s finally resolves the batch from `_writing`
         except Exception as e:  # the queue is unreachable: refuse, the dot is never written
             log.warning("committing marks failed (%s): %d sessions will not send", e, len(batch))
             granted = set()
         finally:
             self.in_flight = False
+        self._writing, self._write = {}, None
         self.batches += 1
         self.marks += len(granted)
         if granted:
@@ -88,6 +120,12 @@ class MarkWriter:
         for msg_id, fut in batch.items():
             if not fut.done():
                 fut.set_result(msg_id in granted)
+
+
+def _consume_result(write: asyncio.Future[set[str]]) -> None:
+    """Retrieve the outcome of a write nobody awaits any more (no 'never retrieved' noise)."""
+    if not write.cancelled() and write.exception() is not None:
+        log.warning("committing marks of a stopped writer failed (%s)", write.exception())
 
 
 _DATA_ERRORS = (ValueError, TypeError)  # the records, not the queue: splitting helps

@@ -165,6 +165,32 @@ async def test_stopping_the_writer_refuses_the_marks_still_waiting(
     assert await states(queue, ids) == [MessageState.SENDING]
 
 
+async def test_stopping_the_writer_mid_write_resolves_the_batch_in_flight(
+    queue: SqliteQueue,
+) -> None:
+    lease, ids = await claimed(queue, 3)
+    gated = Gated(queue)
+    gated.gate.clear()
+    writer = MarkWriter(gated, lease)  # type: ignore[arg-type]
+    run = asyncio.create_task(writer.run())
+    held = [writer.request(i) for i in ids[:2]]
+    await asyncio.wait_for(gated.entered.wait(), 5)  # the write of ids[:2] is on its way
+    waiting = writer.request(ids[2])  # gathered for the next write
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+    # Not granted: no session may write its dot, and none is left waiting forever.
+    assert all(f.done() for f in held) and [f.result() for f in held] == [False, False]
+    assert waiting.done() and waiting.result() is False
+    assert writer.request(ids[2]).result() is False  # a stopped writer refuses at once
+    gated.gate.set()  # the shielded write still lands: held as ambiguous by recovery
+    for _ in range(200):
+        if (await states(queue, ids[:2])) == [MessageState.COMMITTING] * 2:
+            break
+        await asyncio.sleep(0.01)
+    assert await states(queue, ids) == [MessageState.COMMITTING] * 2 + [MessageState.SENDING]
+    assert [f.result() for f in held] == [False, False]
+
+
 # -- OutcomeWriter ------------------------------------------------------------------------------
 
 
