@@ -44,6 +44,12 @@ def _load(path: str | None) -> Config:
     return load_config(_find_config(path))
 
 
+def _watched(task: asyncio.Task[Any]) -> None:
+    """A side task that ended on its own: said in the log, never silently."""
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger("maildispatch").error("%s stopped: %r", task.get_name(), task.exception())
+
+
 # -- demo --------------------------------------------------------------------------------
 
 
@@ -115,6 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_processes(args)
 
     async def main() -> int:
+        from dispatcher.engine.reload import ConfigWatcher
+
         stop, now = asyncio.Event(), asyncio.Event()
         stopped_at: list[float] = []
         loop = asyncio.get_running_loop()
@@ -134,9 +142,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 0
         if config.metrics.listen:
             rt.metrics.serve(config.metrics.listen)
+        # Live reload: SIGHUP and edits of the file; an invalid edit is logged and rejected.
+        watcher = ConfigWatcher(_find_config(args.config), rt.apply_config)
+        watch = asyncio.create_task(watcher.run(), name="config-watcher")
+        watch.add_done_callback(_watched)
+        loop.add_signal_handler(signal.SIGHUP, watcher.trigger)
         try:
             stats = await rt.run(drain=args.drain, stop=stop, now=now)
         finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watch
             # Handing back the lease belongs in shutdown_timeout too; past it the lease
             # expires by itself (PostgreSQL) or its lock dies with the process (SQLite).
             left = 30.0

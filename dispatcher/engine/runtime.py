@@ -94,6 +94,7 @@ class Runtime:
             breaker=CircuitBreaker(config.smtp.circuit_failures, config.smtp.circuit_open_seconds),
         )
         self.pools = PoolSet(config.pools)
+        self._running: Engine | None = None
 
     @classmethod
     async def open(
@@ -145,7 +146,20 @@ class Runtime:
     ) -> RunStats:
         """Dispatch until stopped (or, with drain, until nothing is due); `now` cuts the
         shutdown short (see `Engine.run`)."""
-        return await self.engine().run(stop, drain=drain, progress=progress, now=now)
+        engine = self._running = self.engine()
+        try:
+            return await engine.run(stop, drain=drain, progress=progress, now=now)
+        finally:
+            self._running = None
+
+    def apply_config(self, new: Config) -> None:
+        """A validated config (live reload): applied to the running engine, if any; what a
+        running process cannot swap keeps its running value (see `Engine.apply_config`)."""
+        if self._running is not None:
+            self._running.apply_config(new)
+            self.config, self.pools = self._running.config, self._running.pools
+        else:
+            self.config, self.pools = new, PoolSet(new.pools)
 
     async def close(self) -> None:
         await self.queue.close()
