@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         KeyScope,
         NewApiKey,
     )
+    from queues.deliverability import ClaimSkip, WarmupRecord
     from queues.suppressions import Suppression
 
 # How long a worker whose heartbeat stopped keeps its messages (seconds); `[queue] lease_ttl`.
@@ -137,6 +138,8 @@ class ClaimedMessage:
     expires_at: float | None
     smtputf8: bool
     lease: Lease
+    # The route key (ip_pools provider or MX site) stored once a worker routed it.
+    provider: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +150,12 @@ class OutcomeRecord:
     (returned to the queue without an attempt). `retry_at` is required for `deferred`
     and `queued`. `category` is the reply's category (ip_pools.categories), None for a
     delivery or a message never attempted.
+
+    `provider` (the route key) is stored with the message once known, also for a message
+    returned without an attempt, so that claims can skip providers that cannot take mail.
+    Every outcome that counts an attempt is written to the attempt log in the same batch (at
+    `attempted_at`, default the write time, with `tls`); one with a source IP and a provider
+    also counts in the daily counts of (source IP, provider, UTC day).
     """
 
     id: str
@@ -159,6 +168,9 @@ class OutcomeRecord:
     platform_domain: str | None = None
     mx_host: str | None = None
     category: str | None = None
+    provider: str | None = None
+    tls: bool | None = None
+    attempted_at: float | None = None
 
 
 # Outcome states that raise an event (`message.<state>`); `queued` is no attempt (released,
@@ -275,6 +287,7 @@ class MessageRecord:
     last_reply_text: str | None
     source_ip: str | None
     platform_domain: str | None
+    provider: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +316,8 @@ class MessageView:
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
-    """One delivery attempt of a message, as the store recorded it."""
+    """One delivery attempt of a message, as the attempt log recorded it (with its outcome,
+    in the outcome's batch): the history a support person needs."""
 
     at: float
     state: MessageState
@@ -314,22 +328,7 @@ class AttemptRecord:
     reply_code: int | None
     reply_text: str | None
     category: str | None
-
-
-def last_attempt(view: MessageView) -> AttemptRecord:
-    """The one attempt a message row tells of: its last reply and route (no time of its
-    own: the row's last update; no TLS flag, no category)."""
-    return AttemptRecord(
-        at=view.updated_at,
-        state=view.state if view.state in TERMINAL_STATES else MessageState.DEFERRED,
-        source_ip=view.source_ip,
-        platform_domain=view.platform_domain,
-        mx_host=view.mx_host,
-        tls=None,
-        reply_code=view.last_reply_code,
-        reply_text=view.last_reply_text,
-        category=None,
-    )
+    provider: str | None = None
 
 
 @runtime_checkable
@@ -366,9 +365,12 @@ class Queue(Protocol):
         """How many registered workers hold a live lease at `now` (the worker registry:
         processes that count limits locally divide them by it)."""
 
-    async def claim(self, lease: Lease, limit: int, now: float) -> list[ClaimedMessage]:
+    async def claim(
+        self, lease: Lease, limit: int, now: float, skip: Sequence[ClaimSkip] = ()
+    ) -> list[ClaimedMessage]:
         """Claim up to `limit` due messages (queued or deferred with due_at <= now),
-        ordered by priority (higher first) then due time; they become `sending`."""
+        ordered by priority (higher first) then due time; they become `sending`.
+        Messages whose stored provider matches a `skip` entry are left waiting."""
 
     async def mark_committing(self, lease: Lease, ids: Sequence[str]) -> set[str]:
         """Compare-and-set `sending` -> `committing` for messages held under `lease`.
@@ -418,9 +420,9 @@ class Queue(Protocol):
         self, now: float, retention: float, idempotency_retention: float
     ) -> tuple[int, int]:
         """Drop terminal messages last updated before `now - retention`, in small batches
-        (events older than that too), and idempotency keys created before
-        `now - idempotency_retention` (keys are kept for their own retention, so pruning a
-        message never reopens its key).
+        (events, the attempt log and daily counts older than that too), and idempotency keys
+        created before `now - idempotency_retention` (keys are kept for their own retention,
+        so pruning a message never reopens its key).
         Returns (messages dropped, keys dropped)."""
 
     async def cancel(self, account: str, campaign: str | None = None) -> int:
@@ -429,6 +431,20 @@ class Queue(Protocol):
         thousand per transaction (a million never hold a lock for long); returns how many.
         A campaign's cancel is remembered: a message of it enqueued before the cancel and
         being sent meanwhile has its committing mark refused and is settled `cancelled`."""
+
+    # -- deliverability (types in queues/deliverability.py) --------------------------------
+
+    async def daily_counts(self, day: int) -> dict[tuple[str, str], int]:
+        """What each (source IP, provider) was counted for on UTC day `day`."""
+
+    async def warmup_progress(self) -> list[WarmupRecord]:
+        """Every IP's stored warmup progress."""
+
+    async def save_warmup_progress(self, records: Sequence[WarmupRecord]) -> None:
+        """Insert or replace the progress of these IPs (one transaction)."""
+
+    async def attempt_counts(self, since: float) -> dict[tuple[str, str], int]:
+        """Attempts per (source IP, provider) logged at or after `since` (recent rates)."""
 
     async def ping(self) -> None:
         """Answer when the store answers (readiness); raises when it does not."""

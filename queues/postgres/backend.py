@@ -42,6 +42,7 @@ from queues.accounts import (
     KeyScope,
     NewApiKey,
 )
+from queues.deliverability import ClaimSkip, WarmupRecord, utc_day
 from queues.errors import (
     IdempotencyConflict,
     InvalidQueueInput,
@@ -56,6 +57,7 @@ from queues.postgres.enqueue import enqueue_each, enqueue_many
 from queues.postgres.heartbeat import HeartbeatConnection
 from queues.postgres.listener import WorkListener
 from queues.postgres.migrate import applied_versions, check_applied
+from queues.postgres.sql import DELIVERABILITY_QUERIES as _D
 from queues.postgres.sql import QUERIES, REPORT_QUERIES, SUPPRESSION_QUERIES
 from queues.protocol import (
     DEFAULT_LEASE_TTL,
@@ -73,7 +75,6 @@ from queues.protocol import (
     OutcomeRecord,
     RecoveryReport,
     StatusCounts,
-    last_attempt,
     resolve_state,
 )
 from queues.suppressions import Suppression, SuppressionReason
@@ -255,17 +256,28 @@ class PostgresQueue:
 
     # -- the hot path ------------------------------------------------------------------
 
-    async def claim(self, lease: Lease, limit: int, now: float) -> list[ClaimedMessage]:
+    async def claim(
+        self, lease: Lease, limit: int, now: float, skip: Sequence[ClaimSkip] = ()
+    ) -> list[ClaimedMessage]:
         """Claim up to `limit` due messages (one statement); LeaseLost if the lease is dead."""
         if limit <= 0:
             return []
         wall = time.time()
+        providers = [k.provider for k in skip]
+        streams = [k.stream for k in skip]
         rows: list[asyncpg.Record] = []
         async with self._db.connection() as conn:
             while len(rows) < limit:
                 wanted = limit - len(rows)
                 batch = await conn.fetch(
-                    QUERIES["claim"], lease.worker_id, lease.epoch, now, wanted, wall
+                    QUERIES["claim"],
+                    lease.worker_id,
+                    lease.epoch,
+                    now,
+                    wanted,
+                    wall,
+                    providers,
+                    streams,
                 )
                 if not batch:
                     if not rows and not await conn.fetchval(
@@ -308,6 +320,7 @@ class PostgresQueue:
                 expires_at=r["expires_at"],
                 smtputf8=r["smtputf8"],
                 lease=lease,
+                provider=r["provider"],
             )
             for r in rows
         ]
@@ -457,6 +470,7 @@ class PostgresQueue:
                 last_reply_text=r["last_reply_text"],
                 source_ip=r["source_ip"],
                 platform_domain=r["platform_domain"],
+                provider=r["provider"],
             )
             for r in rows
         ]
@@ -531,15 +545,17 @@ class PostgresQueue:
             raise InvalidQueueInput(field="retention", reason="must not be negative")
         if idempotency_retention < 0:
             raise InvalidQueueInput(field="idempotency_retention", reason="must not be negative")
-        messages = await self._prune("prune_messages", now - retention)
-        await self._prune("prune_events", now - retention)
-        keys = await self._prune("prune_keys", now - idempotency_retention)
+        messages = await self._prune(QUERIES["prune_messages"], now - retention)
+        await self._prune(QUERIES["prune_events"], now - retention)
+        keys = await self._prune(QUERIES["prune_keys"], now - idempotency_retention)
+        await self._prune(_D["prune_attempts"], now - retention)
+        await self._db.fetchval(_D["prune_daily_counts"], utc_day(now - retention))
         return messages, keys
 
     async def _prune(self, query: str, cutoff: float) -> int:
         total = 0
         while True:
-            n = int(await self._db.fetchval(QUERIES[query], cutoff, _PRUNE_BATCH))
+            n = int(await self._db.fetchval(query, cutoff, _PRUNE_BATCH))
             total += n
             if n < _PRUNE_BATCH:
                 return total
@@ -573,12 +589,54 @@ class PostgresQueue:
         return [_view(r) for r in rows]
 
     async def attempts(self, ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
-        """Attempts per id: the last one (reply and route) until the attempt log exists."""
+        """Attempts per id from the attempt log, oldest first."""
         out: dict[str, list[AttemptRecord]] = {i: [] for i in ids}
-        for v in await self.describe(ids):
-            if v.attempts and (v.last_reply_code is not None or v.last_reply_text is not None):
-                out[v.id].append(last_attempt(v))
+        if not ids:
+            return out
+        for r in await self._db.fetch(_D["attempts_of"], list(ids)):
+            out[r["message_id"]].append(
+                AttemptRecord(
+                    at=r["at"],
+                    state=MessageState(r["state"]),
+                    source_ip=r["source_ip"],
+                    platform_domain=r["platform_domain"],
+                    mx_host=r["mx_host"],
+                    tls=r["tls"],
+                    reply_code=r["reply_code"],
+                    reply_text=r["reply_text"],
+                    category=r["category"],
+                    provider=r["provider"],
+                )
+            )
         return out
+
+    # -- deliverability ------------------------------------------------------------------
+
+    async def daily_counts(self, day: int) -> dict[tuple[str, str], int]:
+        rows = await self._db.fetch(_D["daily_counts"], day)
+        return {(r["source_ip"], r["provider"]): int(r["count"]) for r in rows}
+
+    async def warmup_progress(self) -> list[WarmupRecord]:
+        rows = await self._db.fetch(_D["warmup_progress"])
+        return [WarmupRecord(r["address"], r["schedule"], r["day"], r["on_day"]) for r in rows]
+
+    async def save_warmup_progress(self, records: Sequence[WarmupRecord]) -> None:
+        batch = {r.address: r for r in records}  # one row per address per statement
+        if not batch:
+            return
+        rs = list(batch.values())
+        await self._db.fetchval(
+            _D["save_warmup"],
+            [r.address for r in rs],
+            [r.schedule for r in rs],
+            [r.day for r in rs],
+            [r.on_day for r in rs],
+            time.time(),
+        )
+
+    async def attempt_counts(self, since: float) -> dict[tuple[str, str], int]:
+        rows = await self._db.fetch(_D["attempt_counts"], since)
+        return {(r["source_ip"], r["provider"]): int(r["n"]) for r in rows}
 
     async def ping(self) -> None:
         """One trivial statement through the pool."""

@@ -221,6 +221,7 @@ def outcome_params(outcomes: Sequence[OutcomeRecord]) -> tuple[list[str], str]:
                 field=f"{where}.state", reason=f"{o.state!r} is not an outcome state"
             )
         _time(o.retry_at, f"{where}.retry_at", required=o.state in _WAITING)
+        _time(o.attempted_at, f"{where}.attempted_at", required=False)
         code = o.reply_code
         if code is not None and (type(code) is not int or not 0 <= code <= 999):
             raise InvalidQueueInput(
@@ -236,6 +237,9 @@ def outcome_params(outcomes: Sequence[OutcomeRecord]) -> tuple[list[str], str]:
             storable(o.platform_domain),
             storable(o.mx_host),
             storable(o.category),
+            storable(o.provider),
+            None if o.tls is None else bool(o.tls),
+            None if o.attempted_at is None else float(o.attempted_at),
         ]
     return list(latest), json.dumps(latest)
 

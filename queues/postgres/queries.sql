@@ -77,7 +77,8 @@ DELETE FROM md_worker WHERE worker_id = $1 AND epoch = $2;
 UPDATE md_worker SET expires_at = 0 WHERE worker_id = $1 AND epoch = $2;
 
 -- name: claim
--- $1 worker, $2 epoch, $3 now (due and expiry), $4 limit, $5 wall clock (lease validity).
+-- $1 worker, $2 epoch, $3 now (due and expiry), $4 limit, $5 wall clock (lease validity),
+-- $6/$7 providers and streams (NULL: every stream) to leave out (ClaimSkip).
 -- Waiting messages past expires_at become failed (a bounded slice per claim). Then up to
 -- $4 due messages are locked with SKIP LOCKED (concurrent claimers never wait on each other
 -- and never get the same row), marked sending under the lease, and returned with content.
@@ -118,6 +119,10 @@ picked AS (
     SELECT id FROM md_message
     WHERE state IN ('queued', 'deferred') AND due_at <= $3
       AND (expires_at IS NULL OR expires_at > $3)
+      AND (provider IS NULL OR cardinality($6::text[]) = 0 OR NOT EXISTS (
+          SELECT 1 FROM unnest($6::text[], $7::text[]) AS k (provider, stream)
+          WHERE k.provider = md_message.provider
+            AND (k.stream IS NULL OR k.stream = md_message.stream)))
       AND EXISTS (SELECT 1 FROM lease)
     ORDER BY priority DESC, due_at
     LIMIT $4
@@ -130,11 +135,11 @@ claimed AS (
     SET state = 'sending', worker_id = $1, lease_epoch = $2, updated_at = $3
     WHERE m.id = ANY (ARRAY(SELECT id FROM picked))
     RETURNING m.id, m.stream, m.priority, m.campaign, m.pool, m.attempts, m.expires_at,
-              m.due_at
+              m.due_at, m.provider
 )
 SELECT m.id, c.account, c.author_domain, c.rcpt, c.rcpt_domain, c.verp_token, c.message_id,
        c.body, m.stream, m.priority, m.campaign, m.pool, m.attempts, c.enqueued_at,
-       m.expires_at, c.smtputf8
+       m.expires_at, c.smtputf8, m.provider
 FROM claimed m JOIN md_content c ON c.id = m.id
 ORDER BY m.priority DESC, m.due_at;
 
@@ -167,7 +172,10 @@ RETURNING id;
 
 -- name: record_outcomes
 -- $1 worker, $2 epoch, $3 now, $4 ids, $5 {id: [state, counts_attempt, retry_at, reply_code,
--- reply_text, source_ip, platform_domain, mx_host, category]} as jsonb, $6 other events. Rows are found by primary key
+-- reply_text, source_ip, platform_domain, mx_host, category, provider, tls, attempted_at]}
+-- as jsonb, $6 other events. Each applied outcome that counts an attempt goes to the attempt
+-- log and, with a source IP and a provider, to the daily counts, in this statement. Rows are
+-- found by primary key
 -- (id = ANY) and each takes its outcome by key lookup in the jsonb object: no join, so no
 -- plan can degrade to comparing every outcome with every row when statistics are stale.
 -- Fenced on (message, worker, epoch): a message recovered by another worker is left
@@ -185,6 +193,7 @@ WITH waiting AS (
         source_ip = coalesce($5::jsonb -> m.id ->> 5, m.source_ip),
         platform_domain = coalesce($5::jsonb -> m.id ->> 6, m.platform_domain),
         mx_host = coalesce($5::jsonb -> m.id ->> 7, m.mx_host),
+        provider = coalesce($5::jsonb -> m.id ->> 9, m.provider),
         worker_id = NULL,
         lease_epoch = NULL,
         updated_at = $3
@@ -203,12 +212,13 @@ finished AS (
 archived AS (
     INSERT INTO md_history (id, state, reason, attempts, account, campaign, stream, pool,
                             last_reply_code, last_reply_text, source_ip, platform_domain,
-                            mx_host, enqueued_at, finished_at, resends, priority)
+                            mx_host, enqueued_at, finished_at, resends, priority, provider)
     SELECT id, o ->> 0, CASE WHEN o ->> 0 = 'ambiguous' THEN 'no_reply' END,
            attempts + (o ->> 1)::boolean::int, account, campaign, stream, pool,
            coalesce((o ->> 3)::int4, last_reply_code), coalesce(o ->> 4, last_reply_text),
            coalesce(o ->> 5, source_ip), coalesce(o ->> 6, platform_domain),
-           coalesce(o ->> 7, mx_host), enqueued_at, $3, resends, priority
+           coalesce(o ->> 7, mx_host), enqueued_at, $3, resends, priority,
+           coalesce(o ->> 9, provider)
     FROM finished
 ),
 outcome_events AS (
@@ -229,6 +239,30 @@ other_events AS (
     INSERT INTO md_event (at, kind, message_id, account, data)
     SELECT (e ->> 0)::float8, e ->> 1, e ->> 2, e ->> 3, e -> 4
     FROM jsonb_array_elements($6::jsonb) e
+),
+tried AS (
+    SELECT w.id, $5::jsonb -> w.id AS o FROM waiting w
+    WHERE ($5::jsonb -> w.id ->> 1)::boolean
+    UNION ALL
+    SELECT f.id, f.o FROM finished f WHERE (f.o ->> 1)::boolean
+),
+logged AS (
+    INSERT INTO md_attempt (message_id, at, state, source_ip, platform_domain, mx_host,
+                            provider, tls, reply_code, reply_text, category)
+    SELECT id, coalesce((o ->> 11)::float8, $3), o ->> 0, o ->> 5, o ->> 6, o ->> 7, o ->> 9,
+           (o ->> 10)::boolean, (o ->> 3)::int4, o ->> 4, o ->> 8
+    FROM tried
+),
+counted AS (
+    -- In key order, so that two workers adding to the same rows never deadlock.
+    INSERT INTO md_daily_count (source_ip, provider, day, count)
+    SELECT o ->> 5, o ->> 9, floor(coalesce((o ->> 11)::float8, $3) / 86400)::int, count(*)
+    FROM tried
+    WHERE o ->> 5 IS NOT NULL AND o ->> 9 IS NOT NULL
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
+    ON CONFLICT (source_ip, provider, day)
+    DO UPDATE SET count = md_daily_count.count + excluded.count
 )
 SELECT (SELECT count(*) FROM waiting) + (SELECT count(*) FROM finished) AS applied,
        set_config('synchronous_commit', 'off', true) AS commit_mode;
@@ -319,12 +353,12 @@ SELECT count(*) FROM md_message;
 
 -- name: get
 SELECT m.id, c.account, c.idempotency_key, m.state, m.attempts, c.rcpt, m.last_reply_code,
-       m.last_reply_text, m.source_ip, m.platform_domain
+       m.last_reply_text, m.source_ip, m.platform_domain, m.provider
 FROM md_message m JOIN md_content c ON c.id = m.id
 WHERE m.id = ANY($1::text[])
 UNION ALL
 SELECT h.id, c.account, c.idempotency_key, h.state, h.attempts, c.rcpt, h.last_reply_code,
-       h.last_reply_text, h.source_ip, h.platform_domain
+       h.last_reply_text, h.source_ip, h.platform_domain, h.provider
 FROM md_history h JOIN md_content c ON c.id = h.id
 WHERE h.id = ANY($1::text[]);
 

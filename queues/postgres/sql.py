@@ -50,6 +50,7 @@ QUERIES: dict[str, str] = _load_queries()
 ACCOUNT_QUERIES: dict[str, str] = _load_queries("accounts.sql")
 REPORT_QUERIES: dict[str, str] = _load_queries("reports.sql")
 SUPPRESSION_QUERIES: dict[str, str] = _load_queries("suppressions.sql")
+DELIVERABILITY_QUERIES: dict[str, str] = _load_queries("deliverability.sql")
 MIGRATIONS: tuple[Migration, ...] = _load_migrations()
 LATEST_VERSION: int = MIGRATIONS[-1].version
 KNOWN_VERSIONS: frozenset[int] = frozenset(m.version for m in MIGRATIONS)

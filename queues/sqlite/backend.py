@@ -23,6 +23,7 @@ from queues.accounts import (
     make_key,
     new_account_id,
 )
+from queues.deliverability import ClaimSkip, WarmupRecord
 from queues.errors import IdempotencyConflict, InvalidQueueInput, QueueError, SchemaMismatch
 from queues.protocol import (
     DEFAULT_LEASE_TTL,
@@ -169,11 +170,15 @@ class SqliteQueue:
         """Workers that heartbeat within `lease_ttl` of `now`."""
         return await self._db.run(partial(leases.live_workers, since=now - self.lease_ttl))
 
-    async def claim(self, lease: Lease, limit: int, now: float) -> list[ClaimedMessage]:
+    async def claim(
+        self, lease: Lease, limit: int, now: float, skip: Sequence[ClaimSkip] = ()
+    ) -> list[ClaimedMessage]:
         """Claim due messages in one transaction; LeaseLost when the lease is stale."""
         if limit <= 0:
             return []
-        return await self._db.write(partial(delivery.claim, lease=lease, limit=limit, now=now))
+        return await self._db.write(
+            partial(delivery.claim, lease=lease, limit=limit, now=now, skip=list(skip))
+        )
 
     async def mark_committing(self, lease: Lease, ids: Sequence[str]) -> set[str]:
         """The committing compare-and-set; committed (durable) before it returns."""
@@ -258,6 +263,7 @@ class SqliteQueue:
         transaction so that claims and enqueues keep flowing meanwhile."""
         messages = await self._drain(partial(status.prune_messages, before=now - retention))
         await self._drain(partial(events_module.prune, before=now - retention))
+        await self._drain(partial(status.prune_attempts, before=now - retention))
         keys = await self._drain(partial(status.prune_keys, before=now - idempotency_retention))
         return messages, keys
 
@@ -337,8 +343,26 @@ class SqliteQueue:
         )
 
     async def attempts(self, ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
-        """Attempts per id (the last one until the attempt log exists)."""
-        return await self._db.run(partial(reports.attempts, ids=list(ids)))
+        """Attempts per id from the attempt log, oldest first."""
+        return await self._db.run(partial(status.attempts, ids=list(ids)))
+
+    # -- deliverability ------------------------------------------------------------------
+
+    async def daily_counts(self, day: int) -> dict[tuple[str, str], int]:
+        return await self._db.run(partial(status.daily_counts, day=day))
+
+    async def warmup_progress(self) -> list[WarmupRecord]:
+        return await self._db.run(status.warmup_progress)
+
+    async def save_warmup_progress(self, records: Sequence[WarmupRecord]) -> None:
+        batch = list(records)
+        if batch:
+            await self._db.write(
+                partial(status.save_warmup_progress, records=batch, now=time.time())
+            )
+
+    async def attempt_counts(self, since: float) -> dict[tuple[str, str], int]:
+        return await self._db.run(partial(status.attempt_counts, since=since))
 
     async def ping(self) -> None:
         """One trivial statement on the connection thread."""

@@ -171,7 +171,11 @@ class SqliteConnection:
 # Columns added to existing tables after their CREATE TABLE first shipped: schema.sql creates
 # them in a new file, `add_missing_columns` adds them to an older one (idempotent).
 ADDED_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "messages": (("reason", "TEXT"), ("resends", "INTEGER NOT NULL DEFAULT 0")),
+    "messages": (
+        ("reason", "TEXT"),
+        ("resends", "INTEGER NOT NULL DEFAULT 0"),
+        ("provider", "TEXT"),  # the route key, once a worker routed the message
+    ),
 }
 
 
@@ -214,3 +218,4 @@ def _enter_wal(conn: sqlite3.Connection, patience: float) -> str:
                 raise
             time.sleep(delay)  # on the connection's own thread, never the event loop
             delay = min(delay * 2, 0.2)
+

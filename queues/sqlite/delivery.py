@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from queues.deliverability import ClaimSkip, utc_day
 from queues.errors import InvalidQueueInput, LeaseLost
 from queues.protocol import (
     OUTCOME_STATES,
@@ -34,18 +35,26 @@ def _expired(expires_at: float | None, now: float) -> bool:
     return expires_at is not None and expires_at <= now
 
 
-def claim(conn: sqlite3.Connection, lease: Lease, limit: int, now: float) -> list[ClaimedMessage]:
-    """Take up to `limit` due messages, best priority then earliest due first.
+def claim(
+    conn: sqlite3.Connection,
+    lease: Lease,
+    limit: int,
+    now: float,
+    skip: Sequence[ClaimSkip] = (),
+) -> list[ClaimedMessage]:
+    """Take up to `limit` due messages, best priority then earliest due first, leaving out
+    those of the providers in `skip`.
 
     Due messages already past `expires_at` become `failed` instead, and more are read in
     their place. Raises LeaseLost when the lease is not current.
     """
     if not is_current(conn, lease):
         raise LeaseLost(f"worker {lease.worker_id} epoch {lease.epoch} is no longer current")
+    skipped = json.dumps([[k.provider, k.stream] for k in skip])
     claimed: list[ClaimedMessage] = []
     while len(claimed) < limit:
         wanted = limit - len(claimed)
-        rows = conn.execute(Q.claim_candidates, (now, wanted)).fetchall()
+        rows = conn.execute(Q.claim_candidates, (now, wanted, skipped)).fetchall()
         expired = [(now, row[0]) for row in rows if _expired(row[_EXPIRES_AT], now)]
         taken = [row for row in rows if not _expired(row[_EXPIRES_AT], now)]
         # Suppressed since enqueue (an unsubscribe during a broadcast): settled, not sent.
@@ -81,6 +90,7 @@ def _claimed(row: Any, lease: Lease) -> ClaimedMessage:
         expires_at=row[_EXPIRES_AT],
         smtputf8=bool(row[16]),
         lease=lease,
+        provider=row[18],
     )
 
 
@@ -129,11 +139,53 @@ def record_outcomes(
     events: Sequence[Event] = (),
 ) -> int:
     """Apply the outcomes of messages this lease still holds, with their events, and
-    `events`; how many outcomes were applied."""
+    `events`; how many outcomes were applied.
+
+    Attempts go to the attempt log and the daily counts first, each only for a message still
+    held (the outcome's UPDATE releases it), all in the caller's transaction."""
     write_events(conn, events)
     if not outcomes or not is_current(conn, lease):
         return 0
     write_outcome_events(conn, lease, outcomes, now)
+    worker, epoch = lease.worker_id, lease.epoch
+    attempts = [o for o in outcomes if o.counts_attempt]
+    if attempts:
+        conn.executemany(
+            Q.log_attempt,
+            [
+                (
+                    o.id,
+                    now if o.attempted_at is None else o.attempted_at,
+                    str(o.state),
+                    storable(o.source_ip),
+                    storable(o.platform_domain),
+                    storable(o.mx_host),
+                    storable(o.provider),
+                    None if o.tls is None else int(o.tls),
+                    o.reply_code,
+                    storable(o.reply_text),
+                    storable(o.category),
+                    worker,
+                    epoch,
+                )
+                for o in attempts
+            ],
+        )
+        conn.executemany(
+            Q.count_attempt,
+            [
+                (
+                    storable(o.source_ip),
+                    storable(o.provider),
+                    utc_day(now if o.attempted_at is None else o.attempted_at),
+                    o.id,
+                    worker,
+                    epoch,
+                )
+                for o in attempts
+                if o.source_ip and o.provider
+            ],
+        )
     cursor = conn.executemany(
         Q.record_outcome,
         [
@@ -149,8 +201,9 @@ def record_outcomes(
                 storable(o.mx_host),
                 now,
                 o.id,
-                lease.worker_id,
-                lease.epoch,
+                worker,
+                epoch,
+                storable(o.provider),
             )
             for o in outcomes
         ],

@@ -83,18 +83,25 @@ WHERE state = 'committing' AND worker_id = ?1 AND lease_epoch = ?2;
 
 -- name: claim_candidates
 -- Two ordered range scans of messages_claim merged by SQLite (no sort), stopping at ?2 rows.
+-- ?3: JSON array of [provider, stream or null] to leave out ('[]' for none).
 -- delivery.py reads the columns by position.
 SELECT m.seq, m.id, m.account, m.author_domain, m.rcpt, m.rcpt_domain, m.verp_token,
        m.message_id, b.body, m.stream, m.priority, m.campaign, m.pool, m.attempts,
-       m.enqueued_at, m.expires_at, m.smtputf8, m.due_at
+       m.enqueued_at, m.expires_at, m.smtputf8, m.due_at, m.provider
 FROM messages AS m JOIN message_bodies AS b ON b.seq = m.seq
 WHERE m.state = 'queued' AND m.due_at <= ?1
+  AND (m.provider IS NULL OR ?3 = '[]' OR NOT EXISTS (
+      SELECT 1 FROM json_each(?3) AS k
+      WHERE k.value ->> 0 = m.provider AND coalesce(k.value ->> 1, m.stream) = m.stream))
 UNION ALL
 SELECT m.seq, m.id, m.account, m.author_domain, m.rcpt, m.rcpt_domain, m.verp_token,
        m.message_id, b.body, m.stream, m.priority, m.campaign, m.pool, m.attempts,
-       m.enqueued_at, m.expires_at, m.smtputf8, m.due_at
+       m.enqueued_at, m.expires_at, m.smtputf8, m.due_at, m.provider
 FROM messages AS m JOIN message_bodies AS b ON b.seq = m.seq
 WHERE m.state = 'deferred' AND m.due_at <= ?1
+  AND (m.provider IS NULL OR ?3 = '[]' OR NOT EXISTS (
+      SELECT 1 FROM json_each(?3) AS k
+      WHERE k.value ->> 0 = m.provider AND coalesce(k.value ->> 1, m.stream) = m.stream))
 ORDER BY priority DESC, due_at
 LIMIT ?2;
 
@@ -120,7 +127,7 @@ RETURNING id;
 
 -- name: record_outcome
 -- ?1 state, ?2 attempt increment, ?3 retry_at, ?4 reply code, ?5 reply text, ?6 source ip,
--- ?7 platform domain, ?8 mx host, ?9 now, ?10 id, ?11 worker, ?12 epoch.
+-- ?7 platform domain, ?8 mx host, ?9 now, ?10 id, ?11 worker, ?12 epoch, ?13 provider.
 -- A reply (code or text) replaces the last one; an outcome without one keeps it.
 UPDATE messages
 SET state = ?1,
@@ -132,8 +139,60 @@ SET state = ?1,
     source_ip = coalesce(?6, source_ip),
     platform_domain = coalesce(?7, platform_domain),
     mx_host = coalesce(?8, mx_host),
+    provider = coalesce(?13, provider),
     worker_id = NULL, lease_epoch = NULL, updated_at = ?9
 WHERE id = ?10 AND +state IN ('sending', 'committing') AND worker_id = ?11 AND lease_epoch = ?12;
+
+-- name: log_attempt
+-- Before the outcome's UPDATE, in its transaction: only for a message this lease still holds.
+-- ?1 id, ?2 at, ?3 state, ?4 source ip, ?5 platform domain, ?6 mx host, ?7 provider, ?8 tls,
+-- ?9 reply code, ?10 reply text, ?11 category, ?12 worker, ?13 epoch.
+INSERT INTO attempts (message_id, at, state, source_ip, platform_domain, mx_host, provider,
+                      tls, reply_code, reply_text, category)
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11
+WHERE EXISTS (
+    SELECT 1 FROM messages
+    WHERE id = ?1 AND +state IN ('sending', 'committing') AND worker_id = ?12 AND lease_epoch = ?13
+);
+
+-- name: count_attempt
+-- ?1 source ip, ?2 provider, ?3 UTC day, ?4 id, ?5 worker, ?6 epoch.
+INSERT INTO daily_counts (source_ip, provider, day, count)
+SELECT ?1, ?2, ?3, 1
+WHERE EXISTS (
+    SELECT 1 FROM messages
+    WHERE id = ?4 AND +state IN ('sending', 'committing') AND worker_id = ?5 AND lease_epoch = ?6
+)
+ON CONFLICT (source_ip, provider, day) DO UPDATE SET count = count + 1;
+
+-- name: daily_counts
+SELECT source_ip, provider, count FROM daily_counts WHERE day = ?1;
+
+-- name: warmup_progress
+SELECT address, schedule, day, on_day FROM ip_warmup ORDER BY address;
+
+-- name: save_warmup
+INSERT INTO ip_warmup (address, schedule, day, on_day, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5)
+ON CONFLICT (address) DO UPDATE
+SET schedule = excluded.schedule, day = excluded.day, on_day = excluded.on_day,
+    updated_at = excluded.updated_at;
+
+-- name: attempts_of
+SELECT message_id, at, state, source_ip, platform_domain, mx_host, provider, tls, reply_code,
+       reply_text, category
+FROM attempts WHERE message_id IN (SELECT value FROM json_each(?1)) ORDER BY at, seq;
+
+-- name: attempt_counts
+SELECT source_ip, provider, count(*) FROM attempts
+WHERE at >= ?1 AND source_ip IS NOT NULL AND provider IS NOT NULL
+GROUP BY source_ip, provider;
+
+-- name: prune_attempts
+DELETE FROM attempts WHERE seq IN (SELECT seq FROM attempts WHERE at < ?1 LIMIT ?2);
+
+-- name: prune_daily_counts
+DELETE FROM daily_counts WHERE day < ?1;
 
 -- name: counts_by_state
 SELECT state, count(*) FROM messages GROUP BY state;
@@ -153,7 +212,7 @@ SELECT count(*) FROM messages WHERE state IN ('queued', 'deferred', 'sending', '
 
 -- name: get_messages
 SELECT id, account, idempotency_key, state, attempts, rcpt, last_reply_code,
-       last_reply_text, source_ip, platform_domain
+       last_reply_text, source_ip, platform_domain, provider
 FROM messages WHERE id IN (SELECT value FROM json_each(?1));
 
 -- name: prune_messages

@@ -1,4 +1,4 @@
-"""Reports to an account: message views, listings and attempts (connection thread)."""
+"""Reports to an account: message views and listings (connection thread)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from queues.protocol import AttemptRecord, MessageState, MessageView, last_attempt
+from queues.protocol import MessageState, MessageView
 from queues.sqlite.sql import R
 
 _WAITING = (MessageState.QUEUED, MessageState.DEFERRED)
@@ -61,15 +61,3 @@ def listing(
     else:
         rows = conn.execute(R.list_campaign, (*args, limit, campaign))
     return [_view(r) for r in rows]
-
-
-def attempts(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
-    """What the messages table holds of attempts: the last one, when there was one.
-
-    The attempt log (every attempt) is the deliverability work's table; until it exists the
-    last reply and route are all the store keeps."""
-    out: dict[str, list[AttemptRecord]] = {i: [] for i in ids}
-    for v in describe(conn, ids):
-        if v.attempts and (v.last_reply_code is not None or v.last_reply_text is not None):
-            out[v.id].append(last_attempt(v))
-    return out

@@ -32,7 +32,9 @@ CREATE TABLE IF NOT EXISTS messages (
     mx_host         TEXT,
     updated_at      REAL NOT NULL,
     reason          TEXT,
-    resends         INTEGER NOT NULL DEFAULT 0
+    resends         INTEGER NOT NULL DEFAULT 0,
+    -- The route key (provider or MX site), once a worker routed it.
+    provider        TEXT
 );
 -- reason: why a message is held (queues.protocol.HeldReason); resends: how many times it was
 -- deliberately sent again after being held. Older files get both from
@@ -170,4 +172,42 @@ CREATE TABLE IF NOT EXISTS cancelled_campaigns (
     campaign     TEXT NOT NULL,
     cancelled_at REAL NOT NULL,
     PRIMARY KEY (account, campaign)
+) WITHOUT ROWID;
+
+-- The attempt log (queues/deliverability.py): one row per attempt, written in the outcome's
+-- transaction. Kept for the message retention (prune), apart from the message itself.
+CREATE TABLE IF NOT EXISTS attempts (
+    seq             INTEGER PRIMARY KEY,
+    message_id      TEXT NOT NULL,
+    at              REAL NOT NULL,
+    state           TEXT NOT NULL,
+    source_ip       TEXT,
+    platform_domain TEXT,
+    mx_host         TEXT,
+    provider        TEXT,
+    tls             INTEGER,
+    reply_code      INTEGER,
+    reply_text      TEXT,
+    category        TEXT
+);
+
+CREATE INDEX IF NOT EXISTS attempts_message ON attempts (message_id);
+CREATE INDEX IF NOT EXISTS attempts_at ON attempts (at);
+
+-- Attempts per (source IP, provider, UTC day): warmup caps hold across restarts.
+CREATE TABLE IF NOT EXISTS daily_counts (
+    source_ip TEXT NOT NULL,
+    provider  TEXT NOT NULL,
+    day       INTEGER NOT NULL,
+    count     INTEGER NOT NULL,
+    PRIMARY KEY (source_ip, provider, day)
+) WITHOUT ROWID;
+
+-- Each warming IP's schedule day (ip_pools.warmup.WarmupProgress).
+CREATE TABLE IF NOT EXISTS ip_warmup (
+    address    TEXT PRIMARY KEY,
+    schedule   TEXT NOT NULL,
+    day        INTEGER NOT NULL,
+    on_day     INTEGER NOT NULL,
+    updated_at REAL NOT NULL
 ) WITHOUT ROWID;

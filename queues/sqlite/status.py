@@ -9,7 +9,15 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from queues.protocol import HeldFilter, HeldMessage, MessageRecord, MessageState, StatusCounts
+from queues.deliverability import WarmupRecord, utc_day
+from queues.protocol import (
+    AttemptRecord,
+    HeldFilter,
+    HeldMessage,
+    MessageRecord,
+    MessageState,
+    StatusCounts,
+)
 from queues.sqlite.sql import Q
 
 PRUNE_BATCH = 500  # rows per delete transaction: short write locks, other writers interleave
@@ -62,6 +70,7 @@ def get(conn: sqlite3.Connection, ids: Sequence[str]) -> list[MessageRecord]:
             last_reply_text=row[7],
             source_ip=row[8],
             platform_domain=row[9],
+            provider=row[10],
         )
     return [found[i] for i in dict.fromkeys(ids) if i in found]
 
@@ -118,3 +127,57 @@ def resolve_held(
         ],
     )  # fmt: skip
     return len(rows)
+
+
+def daily_counts(conn: sqlite3.Connection, day: int) -> dict[tuple[str, str], int]:
+    """(source IP, provider) -> count on UTC day `day`."""
+    return {(ip, provider): n for ip, provider, n in conn.execute(Q.daily_counts, (day,))}
+
+
+def warmup_progress(conn: sqlite3.Connection) -> list[WarmupRecord]:
+    return [WarmupRecord(*row) for row in conn.execute(Q.warmup_progress)]
+
+
+def save_warmup_progress(
+    conn: sqlite3.Connection, records: Sequence[WarmupRecord], now: float
+) -> None:
+    conn.executemany(
+        Q.save_warmup, [(r.address, r.schedule, r.day, r.on_day, now) for r in records]
+    )
+
+
+def attempts(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[AttemptRecord]]:
+    """The attempt log of each id, oldest first ([] for an id without attempts)."""
+    out: dict[str, list[AttemptRecord]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    for row in conn.execute(Q.attempts_of, (json.dumps(list(ids)),)):
+        mid, at, state, ip, domain, mx, provider, tls, code, text, category = row
+        out[mid].append(
+            AttemptRecord(
+                at=at,
+                state=MessageState(state),
+                source_ip=ip,
+                platform_domain=domain,
+                mx_host=mx,
+                tls=None if tls is None else bool(tls),
+                reply_code=code,
+                reply_text=text,
+                category=category,
+                provider=provider,
+            )
+        )
+    return out
+
+
+def attempt_counts(conn: sqlite3.Connection, since: float) -> dict[tuple[str, str], int]:
+    return {(ip, provider): n for ip, provider, n in conn.execute(Q.attempt_counts, (since,))}
+
+
+def prune_attempts(conn: sqlite3.Connection, before: float) -> int:
+    """Delete up to PRUNE_BATCH attempts logged before `before` (and, with the first batch,
+    the daily counts of the days before it)."""
+    n = int(conn.execute(Q.prune_attempts, (before, PRUNE_BATCH)).rowcount)
+    if n < PRUNE_BATCH:
+        conn.execute(Q.prune_daily_counts, (utc_day(before),))
+    return n
