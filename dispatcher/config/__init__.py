@@ -1,9 +1,10 @@
 """Configuration: one `config.toml`, parsed with tomllib into frozen, typed objects.
 
 Owns the shape of the file: one module per section (`queue`, `dispatch`, `smtp`, `verp`,
-`dkim`, `pools`, `accounts`, `streams`, `routes`, `metrics`, `log`), each declaring its keys
-(`table.SECTIONS`, compared with docs/configuration.md by a test) and holding its defaults
-on its frozen type, once. Every error is a `ConfigError` naming its key path, e.g.
+`dkim`, `providers`, `shaping`, `warmup`, `pools`, `accounts`, `streams`, `routes`,
+`metrics`, `log`), each declaring its keys (`table.SECTIONS`, compared with
+docs/configuration.md by a test) and holding its defaults on its frozen type, once. Every
+error is a `ConfigError` naming its key path, e.g.
 `pools[0].ips[1].address`; relative paths resolve against the config file's folder; secrets
 (DSN passwords, key material) never appear in errors or reprs. It never imports the rest of
 the dispatcher, opens a socket or reads a key file.

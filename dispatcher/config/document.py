@@ -18,11 +18,14 @@ from dispatcher.config import dkim as dkim_section
 from dispatcher.config import log as log_section
 from dispatcher.config import metrics as metrics_section
 from dispatcher.config import pools as pools_section
+from dispatcher.config import providers as providers_section
 from dispatcher.config import queue as queue_section
 from dispatcher.config import routes as routes_section
+from dispatcher.config import shaping as shaping_section
 from dispatcher.config import smtp as smtp_section
 from dispatcher.config import streams as streams_section
 from dispatcher.config import verp as verp_section
+from dispatcher.config import warmup as warmup_section
 from dispatcher.config.accounts import AccountConfig
 from dispatcher.config.api import ApiConfig
 from dispatcher.config.context import DEFAULT_STATE_DIR, ParseContext
@@ -41,6 +44,9 @@ from dispatcher.config.verp import VerpConfig
 from ip_pools.automation import AutomationRule
 from ip_pools.categories import CategoryTable
 from ip_pools.model import PoolSpec
+from ip_pools.providers import Provider
+from ip_pools.shaping import Shaping
+from ip_pools.warmup import WarmupSchedule
 
 TOP = Section("", ("state_dir", "feedback_sender_id"))
 
@@ -69,6 +75,10 @@ class Config:
     automation: tuple[AutomationRule, ...] = ()
     api: ApiConfig = field(default_factory=ApiConfig)
     coordination: CoordinationConfig = field(default_factory=CoordinationConfig)
+    # Deliverability: providers, shaping per (source IP, provider), warmup schedules.
+    providers: tuple[Provider, ...] = ()
+    shaping: Shaping = field(default_factory=Shaping)
+    warmup: Mapping[str, WarmupSchedule] = field(default_factory=dict)
 
     def account(self, name: str) -> AccountConfig | None:
         for a in self.accounts:
@@ -108,7 +118,13 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
     verp = verp_section.parse_verp(top.table(verp_section.SECTION), ctx)
     dkim = dkim_section.parse_dkim(top.table(dkim_section.SECTION), ctx)
     key_domains = {key.domain for key in dkim.keys}
-    pools = pools_section.parse_pools(top, key_domains)
+    providers = providers_section.parse_providers(top)
+    provider_names = {p.name for p in providers}
+    shaping = shaping_section.parse_shaping(
+        top.table(shaping_section.SECTION), provider_names, dispatch
+    )
+    warmup = warmup_section.parse_warmup(top.table(warmup_section.SECTION), provider_names)
+    pools = pools_section.parse_pools(top, key_domains, warmup)
     accounts = accounts_section.parse_accounts(top, key_domains, [p.name for p in pools])
     streams = streams_section.parse_streams(top.table(streams_section.SECTION))
     routes = routes_section.parse_routes(top.table(routes_section.SECTION))
@@ -139,4 +155,7 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
         automation=automation,
         api=api,
         coordination=coordination,
+        providers=providers,
+        shaping=shaping,
+        warmup=warmup,
     )

@@ -19,7 +19,8 @@ from dispatcher.config.table import SECTIONS, Section
 REPO = Path(__file__).resolve().parents[3]
 REFERENCE = REPO / "docs" / "configuration.md"
 
-_HEADING = re.compile(r"^## (?:top level|`(\[\[?[a-z_.]+\]\]?)`)\s*$")
+# `[shaping.NAME]`: upper case stands for a name the operator chooses.
+_HEADING = re.compile(r"^## (?:top level|`(\[\[?[a-zA-Z_.]+\]\]?)`)\s*$")
 _ROW = re.compile(r"^\| `([^`]+)` \|")
 
 
@@ -61,7 +62,10 @@ def test_sections_cover_what_parse_config_accepts() -> None:
 # A valid entry for arrays of tables the repository's config.toml does not have.
 EXAMPLES: dict[str, dict[str, object]] = {
     "categories[]": {"category": "SpamBlock", "code": "5xx"},
+    "pools[].ips[].warmup": {"schedule": "standard", "started": "2026-12-01"},
 }
+# Tables whose name is the operator's (`[shaping.NAME]`): the name used for the probe.
+NAMED = {"shaping.NAME": "google"}
 
 
 def _table_at(raw: dict[str, object], section: Section) -> dict[str, object]:
@@ -75,8 +79,11 @@ def _table_at(raw: dict[str, object], section: Section) -> dict[str, object]:
         first = items[0]
         assert isinstance(first, dict)
         return first
-    child = parent.setdefault(section.name, {})
+    child = parent.setdefault(NAMED.get(section.pattern, section.name), {})
     assert isinstance(child, dict)
+    if section.pattern == "pools[].ips[].warmup":
+        parent["state"] = "warming"
+        child.update(EXAMPLES[section.pattern])
     return child
 
 
