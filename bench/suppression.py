@@ -82,7 +82,11 @@ async def _run(queue: Queue, count: int) -> tuple[float, float]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    tmp = Path(tempfile.mkdtemp())
+    with tempfile.TemporaryDirectory() as name:
+        await _runs(args, Path(name))
+
+
+async def _runs(args: argparse.Namespace, tmp: Path) -> None:
     figures: dict[str, list[tuple[float, float]]] = {"none": [], "suppressed": []}
     for run in range(3):
         for label in ("none", "suppressed"):

@@ -87,7 +87,7 @@ _PRUNE_BATCH = 1000
 
 
 # Messages cancelled per statement (cancel, purge).
-CANCEL_BATCH = 5_000
+CANCEL_BATCH = 1_000
 
 
 class PostgresQueue:
