@@ -61,7 +61,7 @@ async def _yield_lock(took: float) -> None:
     """Pause after a batch as long as it took (at least 5 ms), so that a writer of another
     connection waiting on the busy timeout (it polls every 1-25 ms in its first 100 ms) gets
     the lock between batches. Back to back, the batches kept it: a mark waited 1.7 s
-    (bench/purge.py, 1,000,000 messages) against ~60 ms with the pauses."""
+    behind a purge of 1,000,000 messages (bench/purge.py)."""
     await asyncio.sleep(max(took, 0.005))
 
 
