@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     )
     from queues.deliverability import ClaimSkip, WarmupRecord
     from queues.suppressions import Suppression
+    from queues.webhooks import WebhookRecord
 
 # How long a worker whose heartbeat stopped keeps its messages (seconds); `[queue] lease_ttl`.
 DEFAULT_LEASE_TTL = 30.0
@@ -173,6 +174,10 @@ class OutcomeRecord:
     attempted_at: float | None = None
 
 
+# Events are kept at least this long whatever the messages' retention: the webhook retry
+# horizon (about 76 hours) and a margin, so a consumer that was down can still catch up.
+EVENT_RETENTION = 4 * 86400.0
+
 # Outcome states that raise an event (`message.<state>`); `queued` is no attempt (released,
 # not yet admitted) and raises none.
 EVENT_STATES = OUTCOME_STATES - {MessageState.QUEUED}
@@ -195,6 +200,15 @@ class Event:
     message_id: str | None = None
     account: str | None = None
     seq: int = 0
+    # Read with the event (joined from the message, not stored twice): its campaign and the
+    # caller's metadata (a JSON object's text), for consumers.
+    campaign: str | None = None
+    metadata: str | None = None
+
+    @property
+    def id(self) -> str:
+        """The event's unique id (from its seq): consumers deduplicate by it."""
+        return f"ev_{self.seq}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,7 +405,16 @@ class Queue(Protocol):
         """Store events in one transaction (commands: pause, resume, reload...)."""
 
     async def read_events(self, after: int, limit: int) -> list[Event]:
-        """Stored events with seq > `after`, in seq order, at most `limit`."""
+        """Stored events with seq > `after`, in seq order, at most `limit`, with their
+        message's campaign and metadata. Under PostgreSQL a row may still commit later
+        with a smaller seq than one returned: consumers that keep a position use
+        `read_settled_events`."""
+
+    async def read_settled_events(self, after: int, limit: int) -> list[Event]:
+        """Like `read_events`, but positions are safe to resume from: no event with a
+        smaller seq than one returned can appear later (PostgreSQL returns rows only up
+        to the first one whose transaction is not older than every running one, in any
+        database of the cluster; SQLite's single writer commits in seq order)."""
 
     async def last_event_seq(self) -> int:
         """The largest stored event seq (0 when there is none)."""
@@ -511,6 +534,19 @@ class Queue(Protocol):
 
     async def revoke_api_key(self, account_id: str, key_id: str) -> bool:
         """Revoke one key of the account; False when it has no such active key."""
+
+    # -- webhook endpoints (queues/webhooks.py) ------------------------------------------
+
+    async def save_webhook(self, record: WebhookRecord) -> None:
+        """Insert an endpoint, or replace its url and doc (its state is left alone)."""
+
+    async def save_webhook_state(self, webhook_id: str, state: str) -> None:
+        """The sender's state of one endpoint (JSON text)."""
+
+    async def list_webhooks(
+        self, account: str | None = None, webhook_id: str | None = None
+    ) -> list[WebhookRecord]:
+        """Endpoints, of one account and/or with one id when given, ordered by id."""
 
     # -- reports to an account --------------------------------------------------------------
 

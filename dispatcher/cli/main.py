@@ -10,7 +10,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NamedTuple, TypeVar
 
@@ -514,6 +514,25 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+def _until_signal(run: Callable[[asyncio.Event], Coroutine[Any, Any, Any]]) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run(stop)
+
+    _run(main())
+
+
+def cmd_relay(args: argparse.Namespace) -> int:
+    from dispatcher.events.relay import serve_relay
+
+    config = _load(args.config)
+    _until_signal(lambda stop: serve_relay(config, stop))
+    return 0
+
+
 def cmd_bench(argv: list[str]) -> int:
     from bench.cli import main as bench_main
 
@@ -604,6 +623,10 @@ def build_parser() -> argparse.ArgumentParser:
     et.add_argument("-n", "--lines", type=int, default=20, help="events shown before following")
     et.add_argument("--no-follow", action="store_true", help="print and exit")
     et.set_defaults(func=cmd_events)
+
+    rl = sub.add_parser("relay", help="relay the event outbox to a Redis stream ([events])")
+    rl.add_argument("--config")
+    rl.set_defaults(func=cmd_relay)
 
     sub.add_parser("bench", help="benchmarks (see bench/README.md)", add_help=False)
     return p

@@ -19,6 +19,7 @@ from dispatcher.config.dispatch import DispatchConfig
 from dispatcher.config.dkim import Canonicalization, DkimConfig, DkimKeyConfig, KeyType
 from dispatcher.config.document import Config, load_config, parse_config
 from dispatcher.config.errors import ConfigError
+from dispatcher.config.events import EventsConfig, WebhooksConfig
 from dispatcher.config.log import LogConfig, LogFormat, LogLevel
 from dispatcher.config.metrics import MetricsConfig
 from dispatcher.config.queue import Backend, QueueConfig, Synchronous
@@ -41,6 +42,7 @@ __all__ = [
     "DispatchConfig",
     "DkimConfig",
     "DkimKeyConfig",
+    "EventsConfig",
     "KeyType",
     "LogConfig",
     "LogFormat",
@@ -54,6 +56,7 @@ __all__ = [
     "StreamConfig",
     "Synchronous",
     "VerpConfig",
+    "WebhooksConfig",
     "check_domain",
     "load_config",
     "parse_config",

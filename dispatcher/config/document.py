@@ -15,6 +15,7 @@ from dispatcher.config import categories as categories_section
 from dispatcher.config import coordination as coordination_section
 from dispatcher.config import dispatch as dispatch_section
 from dispatcher.config import dkim as dkim_section
+from dispatcher.config import events as events_section
 from dispatcher.config import log as log_section
 from dispatcher.config import metrics as metrics_section
 from dispatcher.config import pools as pools_section
@@ -33,6 +34,7 @@ from dispatcher.config.coordination import CoordinationConfig
 from dispatcher.config.dispatch import DispatchConfig
 from dispatcher.config.dkim import DkimConfig
 from dispatcher.config.errors import ConfigError
+from dispatcher.config.events import EventsConfig, WebhooksConfig
 from dispatcher.config.log import LogConfig
 from dispatcher.config.metrics import MetricsConfig
 from dispatcher.config.queue import QueueConfig
@@ -79,6 +81,8 @@ class Config:
     providers: tuple[Provider, ...] = ()
     shaping: Shaping = field(default_factory=Shaping)
     warmup: Mapping[str, WarmupSchedule] = field(default_factory=dict)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
 
     def account(self, name: str) -> AccountConfig | None:
         for a in self.accounts:
@@ -134,6 +138,8 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
     log = log_section.parse_log(top.table(log_section.SECTION))
     api = api_section.parse_api(top.table(api_section.SECTION))
     coordination = coordination_section.parse_coordination(top.table(coordination_section.SECTION))
+    events = events_section.parse_events(top.table(events_section.EVENTS_SECTION))
+    webhooks = events_section.parse_webhooks(top.table(events_section.WEBHOOKS_SECTION))
     top.done()
 
     return Config(
@@ -158,4 +164,6 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
         providers=providers,
         shaping=shaping,
         warmup=warmup,
+        events=events,
+        webhooks=webhooks,
     )

@@ -59,8 +59,10 @@ from queues.postgres.listener import WorkListener
 from queues.postgres.migrate import applied_versions, check_applied
 from queues.postgres.sql import DELIVERABILITY_QUERIES as _D
 from queues.postgres.sql import QUERIES, REPORT_QUERIES, SUPPRESSION_QUERIES
+from queues.postgres.webhooks import Webhooks
 from queues.protocol import (
     DEFAULT_LEASE_TTL,
+    EVENT_RETENTION,
     AttemptRecord,
     ClaimedMessage,
     EnqueueResult,
@@ -78,6 +80,7 @@ from queues.protocol import (
     resolve_state,
 )
 from queues.suppressions import Suppression, SuppressionReason
+from queues.webhooks import WebhookRecord
 
 # Rows per statement: big enough that a broadcast takes few round trips, small enough that
 # one statement's arrays (bodies included) stay a few tens of megabytes.
@@ -109,6 +112,7 @@ class PostgresQueue:
     ) -> None:
         if lease_ttl <= 0:
             raise InvalidQueueInput(field="lease_ttl", reason="must be positive")
+        self.dsn = dsn
         self._db = Database(
             dsn,
             min_size=min_connections,
@@ -124,6 +128,7 @@ class PostgresQueue:
         # too late without asking the server.
         self._lease_expiry: dict[Lease, float] = {}
         self._accounts = Accounts(self._db)
+        self._webhooks = Webhooks(self._db)
 
     def __repr__(self) -> str:  # never show the DSN: it may hold a password
         return f"<PostgresQueue round_trips={self.round_trips}>"
@@ -404,18 +409,32 @@ class PostgresQueue:
 
     async def read_events(self, after: int, limit: int) -> list[Event]:
         """Events with seq > `after`, in seq order."""
-        rows = await self._db.fetch(QUERIES["read_events"], after, limit)
-        return [
-            Event(
-                kind=r["kind"],
-                at=r["at"],
-                data=json.loads(r["data"]),
-                message_id=r["message_id"],
-                account=r["account"],
-                seq=r["seq"],
+        return self._events(await self._db.fetch(QUERIES["read_events"], after, limit), False)
+
+    async def read_settled_events(self, after: int, limit: int) -> list[Event]:
+        """Events with seq > `after`, in seq order, up to the first one whose transaction
+        is not older than every running one (a smaller seq may still commit before it)."""
+        return self._events(await self._db.fetch(QUERIES["read_events"], after, limit), True)
+
+    @staticmethod
+    def _events(rows: list[asyncpg.Record], settled_only: bool) -> list[Event]:
+        out = []
+        for r in rows:
+            if settled_only and not r["settled"]:
+                break
+            out.append(
+                Event(
+                    kind=r["kind"],
+                    at=r["at"],
+                    data=json.loads(r["data"]),
+                    message_id=r["message_id"],
+                    account=r["account"],
+                    seq=r["seq"],
+                    campaign=r["campaign"],
+                    metadata=r["metadata"],
+                )
             )
-            for r in rows
-        ]
+        return out
 
     # -- reads and housekeeping --------------------------------------------------------
 
@@ -546,7 +565,7 @@ class PostgresQueue:
         if idempotency_retention < 0:
             raise InvalidQueueInput(field="idempotency_retention", reason="must not be negative")
         messages = await self._prune(QUERIES["prune_messages"], now - retention)
-        await self._prune(QUERIES["prune_events"], now - retention)
+        await self._prune(QUERIES["prune_events"], now - max(retention, EVENT_RETENTION))
         keys = await self._prune(QUERIES["prune_keys"], now - idempotency_retention)
         await self._prune(_D["prune_attempts"], now - retention)
         await self._db.fetchval(_D["prune_daily_counts"], utc_day(now - retention))
@@ -669,6 +688,19 @@ class PostgresQueue:
 
     async def list_accounts(self, *, after: str | None = None, limit: int = 100) -> list[Account]:
         return await self._accounts.listing(after, limit)
+
+    # -- webhook endpoints -------------------------------------------------------------
+
+    async def save_webhook(self, record: WebhookRecord) -> None:
+        await self._webhooks.save(record, time.time())
+
+    async def save_webhook_state(self, webhook_id: str, state: str) -> None:
+        await self._webhooks.save_state(webhook_id, state)
+
+    async def list_webhooks(
+        self, account: str | None = None, webhook_id: str | None = None
+    ) -> list[WebhookRecord]:
+        return await self._webhooks.listing(account, webhook_id)
 
     async def rename_account(self, account_id: str, name: str) -> Account:
         return await self._accounts.rename(account_id, name)

@@ -108,8 +108,8 @@ expired_history AS (
     FROM expired
 ),
 expired_events AS (
-    INSERT INTO md_event (at, kind, message_id, account, data)
-    SELECT $3, 'message.failed', id, account,
+    INSERT INTO md_event (txid, at, kind, message_id, account, data)
+    SELECT pg_current_xact_id(), $3, 'message.failed', id, account,
            jsonb_strip_nulls(jsonb_build_object(
                'reason', 'expired', 'attempts', attempts, 'source_ip', source_ip,
                'platform_domain', platform_domain, 'category', 'MessageExpired'))
@@ -223,8 +223,8 @@ archived AS (
 ),
 outcome_events AS (
     -- One event per applied outcome (none for `queued`: no attempt), in this statement.
-    INSERT INTO md_event (at, kind, message_id, account, data)
-    SELECT $3, 'message.' || (a.o ->> 0), a.id, a.account,
+    INSERT INTO md_event (txid, at, kind, message_id, account, data)
+    SELECT pg_current_xact_id(), $3, 'message.' || (a.o ->> 0), a.id, a.account,
            jsonb_strip_nulls(jsonb_build_object(
                'reply_code', a.o -> 3, 'reply_text', a.o -> 4, 'source_ip', a.o -> 5,
                'platform_domain', a.o -> 6, 'mx_host', a.o -> 7, 'category', a.o -> 8,
@@ -236,8 +236,8 @@ outcome_events AS (
 ),
 other_events AS (
     -- $6: [[at, kind, message_id, account, data], ...], written whatever the fence says.
-    INSERT INTO md_event (at, kind, message_id, account, data)
-    SELECT (e ->> 0)::float8, e ->> 1, e ->> 2, e ->> 3, e -> 4
+    INSERT INTO md_event (txid, at, kind, message_id, account, data)
+    SELECT pg_current_xact_id(), (e ->> 0)::float8, e ->> 1, e ->> 2, e ->> 3, e -> 4
     FROM jsonb_array_elements($6::jsonb) e
 ),
 tried AS (
@@ -308,8 +308,8 @@ held_history AS (
     FROM held
 ),
 held_events AS (
-    INSERT INTO md_event (at, kind, message_id, account, data)
-    SELECT $1, 'message.ambiguous', id, account,
+    INSERT INTO md_event (txid, at, kind, message_id, account, data)
+    SELECT pg_current_xact_id(), $1, 'message.ambiguous', id, account,
            jsonb_strip_nulls(jsonb_build_object(
                'reason', 'recovered_ambiguous', 'attempts', attempts + 1,
                'source_ip', source_ip, 'platform_domain', platform_domain,
@@ -386,13 +386,18 @@ SELECT count(*) FROM doomed;
 
 -- name: append_events
 -- $1: [[at, kind, message_id, account, data], ...] as jsonb.
-INSERT INTO md_event (at, kind, message_id, account, data)
-SELECT (e ->> 0)::float8, e ->> 1, e ->> 2, e ->> 3, e -> 4
+INSERT INTO md_event (txid, at, kind, message_id, account, data)
+SELECT pg_current_xact_id(), (e ->> 0)::float8, e ->> 1, e ->> 2, e ->> 3, e -> 4
 FROM jsonb_array_elements($1::jsonb) e;
 
 -- name: read_events
-SELECT seq, at, kind, message_id, account, data::text AS data FROM md_event
-WHERE seq > $1 ORDER BY seq LIMIT $2;
+-- `settled`: written by a transaction older than every running one, so nothing with a
+-- smaller seq can still commit (the caller stops at the first row that is not).
+SELECT e.seq, e.at, e.kind, e.message_id, e.account, e.data::text AS data, c.campaign,
+       c.metadata, e.txid < pg_snapshot_xmin(pg_current_snapshot()) AS settled
+FROM md_event e
+LEFT JOIN md_content c ON c.id = e.message_id
+WHERE e.seq > $1 ORDER BY e.seq LIMIT $2;
 
 -- name: prune_events
 WITH doomed AS (

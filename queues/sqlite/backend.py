@@ -28,6 +28,7 @@ from queues.deliverability import ClaimSkip, WarmupRecord
 from queues.errors import IdempotencyConflict, InvalidQueueInput, QueueError, SchemaMismatch
 from queues.protocol import (
     DEFAULT_LEASE_TTL,
+    EVENT_RETENTION,
     AttemptRecord,
     ClaimedMessage,
     EnqueueResult,
@@ -44,7 +45,7 @@ from queues.protocol import (
     StatusCounts,
     resolve_state,
 )
-from queues.sqlite import accounts, delivery, leases, reports, status
+from queues.sqlite import accounts, delivery, leases, reports, status, webhooks
 from queues.sqlite import events as events_module
 from queues.sqlite import suppressions as suppression_lists
 from queues.sqlite.connection import SqliteConnection, add_missing_columns, transaction
@@ -52,6 +53,7 @@ from queues.sqlite.enqueue import enqueue_batch
 from queues.sqlite.locks import OwnLocks, lock_dir
 from queues.sqlite.sql import schema
 from queues.suppressions import Suppression
+from queues.webhooks import WebhookRecord
 
 # Messages cancelled (or held) per transaction: each holds the write lock for ~30 ms.
 CANCEL_BATCH = 1_000
@@ -229,6 +231,10 @@ class SqliteQueue:
         """Events with seq > `after`, oldest first."""
         return await self._db.run(partial(events_module.read, after=after, limit=limit))
 
+    async def read_settled_events(self, after: int, limit: int) -> list[Event]:
+        """The same as read_events: one writer at a time commits in seq order."""
+        return await self.read_events(after, limit)
+
     async def last_event_seq(self) -> int:
         """The largest stored event seq (0 when there is none)."""
         return await self._db.run(events_module.last_seq)
@@ -271,7 +277,9 @@ class SqliteQueue:
         """Drop old finished messages and old idempotency keys, a small batch per
         transaction so that claims and enqueues keep flowing meanwhile."""
         messages = await self._drain(partial(status.prune_messages, before=now - retention))
-        await self._drain(partial(events_module.prune, before=now - retention))
+        await self._drain(
+            partial(events_module.prune, before=now - max(retention, EVENT_RETENTION))
+        )
         await self._drain(partial(status.prune_attempts, before=now - retention))
         keys = await self._drain(partial(status.prune_keys, before=now - idempotency_retention))
         return messages, keys
@@ -426,6 +434,19 @@ class SqliteQueue:
         return await self._db.run(
             partial(accounts.listing, after=after, limit=max(0, min(limit, 1000)))
         )
+
+    # -- webhook endpoints -------------------------------------------------------------
+
+    async def save_webhook(self, record: WebhookRecord) -> None:
+        await self._db.write(partial(webhooks.save, record=record, now=time.time()))
+
+    async def save_webhook_state(self, webhook_id: str, state: str) -> None:
+        await self._db.write(partial(webhooks.save_state, webhook_id=webhook_id, state=state))
+
+    async def list_webhooks(
+        self, account: str | None = None, webhook_id: str | None = None
+    ) -> list[WebhookRecord]:
+        return await self._db.run(partial(webhooks.listing, account=account, webhook_id=webhook_id))
 
     async def rename_account(self, account_id: str, name: str) -> Account:
         return await self._db.write(

@@ -60,8 +60,19 @@ def write_events(conn: sqlite3.Connection, events: Sequence[Event]) -> None:
 def read(conn: sqlite3.Connection, after: int, limit: int) -> list[Event]:
     """Events with seq > `after`, oldest first."""
     return [
-        Event(kind=kind, at=at, data=json.loads(data), message_id=mid, account=acct, seq=seq)
-        for seq, at, kind, mid, acct, data in conn.execute(Q.read_events, (after, limit))
+        Event(
+            kind=kind,
+            at=at,
+            data=json.loads(data),
+            message_id=mid,
+            account=acct,
+            seq=seq,
+            campaign=campaign,
+            metadata=metadata,
+        )
+        for seq, at, kind, mid, acct, data, campaign, metadata in conn.execute(
+            Q.read_events, (after, limit)
+        )
     ]
 
 

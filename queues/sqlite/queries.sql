@@ -265,8 +265,11 @@ FROM messages WHERE state = 'committing' AND worker_id = ?1 AND lease_epoch = ?2
 INSERT INTO events (at, kind, message_id, account, data) VALUES (?1, ?2, ?3, ?4, ?5);
 
 -- name: read_events
-SELECT seq, at, kind, message_id, account, data FROM events WHERE seq > ?1 ORDER BY seq
-LIMIT ?2;
+SELECT e.seq, e.at, e.kind, e.message_id, e.account, e.data, m.campaign, md.metadata
+FROM events e
+LEFT JOIN messages m ON m.id = e.message_id
+LEFT JOIN message_metadata md ON md.seq = m.seq
+WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2;
 
 -- name: prune_events
 DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE at < ?1 ORDER BY at LIMIT ?2);

@@ -211,3 +211,18 @@ CREATE TABLE IF NOT EXISTS ip_warmup (
     on_day     INTEGER NOT NULL,
     updated_at REAL NOT NULL
 ) WITHOUT ROWID;
+
+-- Webhook endpoints of an account: `doc` (JSON) is what the API registers (event types,
+-- batch size, encrypted secrets, a replay request), `state` (JSON) what the sender keeps
+-- (position, the batch in flight, failures); each side writes only its own column.
+CREATE TABLE IF NOT EXISTS webhooks (
+    id          TEXT PRIMARY KEY,
+    account     TEXT NOT NULL,
+    url         TEXT NOT NULL,
+    doc         TEXT NOT NULL,
+    state       TEXT NOT NULL DEFAULT '{}',
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS webhooks_account ON webhooks (account, id);
