@@ -67,7 +67,7 @@ def parse_events(t: Table) -> EventsConfig:
         poll_interval=t.duration("poll_interval", d.poll_interval),
     )
     if not cfg.stream:
-        raise ConfigError("events.stream", "must not be empty")
+        raise ConfigError(field="events.stream", reason="must not be empty")
     t.done()
     return cfg
 
@@ -76,16 +76,18 @@ def parse_webhooks(t: Table) -> WebhooksConfig:
     d = WebhooksConfig()
     raw = t.raw("encryption_keys", [])
     if not isinstance(raw, list) or not all(isinstance(k, str) for k in raw):
-        raise ConfigError("webhooks.encryption_keys", "expected a list of strings")
+        raise ConfigError(field="webhooks.encryption_keys", reason="expected a list of strings")
     env = os.environ.get("MAILDISPATCH_WEBHOOK_KEYS", "")
     keys = tuple(k.strip() for k in env.split(",") if k.strip()) if env else tuple(raw)
     for i, k in enumerate(keys):
         if len(k) < 32:
             # Never echo the key itself.
-            raise ConfigError(f"webhooks.encryption_keys[{i}]", "must be at least 32 characters")
+            raise ConfigError(
+                field=f"webhooks.encryption_keys[{i}]", reason="must be at least 32 characters"
+            )
     timeout = t.duration("timeout", d.timeout)
     if timeout <= 0:
-        raise ConfigError("webhooks.timeout", "must be above 0")
+        raise ConfigError(field="webhooks.timeout", reason="must be above 0")
     cfg = WebhooksConfig(
         encryption_keys=keys,
         allow_private=t.flag("allow_private", d.allow_private),

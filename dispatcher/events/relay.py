@@ -79,7 +79,7 @@ async def serve_relay(config: Config, stop: asyncio.Event) -> int:
     import redis.asyncio as aioredis
 
     if not config.events.redis_url:
-        raise ConfigError("events.redis_url", "is required to run the relay")
+        raise ConfigError(field="events.redis_url", reason="is required to run the relay")
     queue = make_queue(config)
     await queue.open()
     client = aioredis.from_url(config.events.redis_url)
