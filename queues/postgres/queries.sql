@@ -451,8 +451,8 @@ requeued AS (
     RETURNING id, account, resends
 ),
 released_events AS (
-    INSERT INTO md_event (at, kind, message_id, account, data)
-    SELECT $6, 'message.released', id, account,
+    INSERT INTO md_event (txid, at, kind, message_id, account, data)
+    SELECT pg_current_xact_id(), $6, 'message.released', id, account,
            jsonb_build_object('reason', 'held_released', 'resends', resends)
     FROM requeued
 )
@@ -475,8 +475,8 @@ WITH resolved AS (
     RETURNING h.id, h.account
 ),
 resolved_events AS (
-    INSERT INTO md_event (at, kind, message_id, account, data)
-    SELECT $7, 'message.resolved', id, account,
+    INSERT INTO md_event (txid, at, kind, message_id, account, data)
+    SELECT pg_current_xact_id(), $7, 'message.resolved', id, account,
            jsonb_build_object('reason', 'held_resolved', 'state', $6::text)
     FROM resolved
 )

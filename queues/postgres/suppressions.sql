@@ -53,8 +53,8 @@ archived AS (
     FROM doomed d JOIN hit h ON h.id = d.id
 ),
 events AS (
-    INSERT INTO md_event (at, kind, message_id, account, data)
-    SELECT $4, 'message.suppressed', d.id, d.account,
+    INSERT INTO md_event (txid, at, kind, message_id, account, data)
+    SELECT pg_current_xact_id(), $4, 'message.suppressed', d.id, d.account,
            jsonb_build_object('reason', h.reason,
                               'scope', CASE WHEN h.platform THEN 'platform' ELSE 'account' END)
     FROM doomed d JOIN hit h ON h.id = d.id
@@ -91,8 +91,8 @@ archived AS (
     FROM doomed
 ),
 events AS (
-    INSERT INTO md_event (at, kind, message_id, account, data)
-    SELECT $5, 'message.cancelled', id, account,
+    INSERT INTO md_event (txid, at, kind, message_id, account, data)
+    SELECT pg_current_xact_id(), $5, 'message.cancelled', id, account,
            jsonb_strip_nulls(jsonb_build_object('reason', 'cancelled', 'campaign', campaign))
     FROM doomed
 )
@@ -121,8 +121,8 @@ archived AS (
     FROM doomed
 ),
 events AS (
-    INSERT INTO md_event (at, kind, message_id, account, data)
-    SELECT $4, 'message.cancelled', id, account,
+    INSERT INTO md_event (txid, at, kind, message_id, account, data)
+    SELECT pg_current_xact_id(), $4, 'message.cancelled', id, account,
            jsonb_build_object('reason', 'campaign_cancelled', 'campaign', campaign)
     FROM doomed
 )
@@ -190,8 +190,8 @@ archived AS (
     FROM doomed d JOIN hit h ON h.id = d.id
 ),
 events AS (
-    INSERT INTO md_event (at, kind, message_id, account, data)
-    SELECT $2, 'message.suppressed', d.id, d.account,
+    INSERT INTO md_event (txid, at, kind, message_id, account, data)
+    SELECT pg_current_xact_id(), $2, 'message.suppressed', d.id, d.account,
            jsonb_build_object('reason', h.reason,
                               'scope', CASE WHEN h.platform THEN 'platform' ELSE 'account' END)
     FROM doomed d JOIN hit h ON h.id = d.id
