@@ -33,12 +33,24 @@ from dispatcher.api.metrics import RequestMetrics
 from dispatcher.api.problems import ApiProblem, from_exception
 from dispatcher.api.ratelimit import RateLimiter
 from dispatcher.config import Config
+from dispatcher.events.secrets import SecretBox, new_secret
+from dispatcher.events.webhooks import (
+    EndpointDoc,
+    WebhookInputError,
+    check_types,
+    check_url,
+    doc_of,
+    encode,
+    new_webhook_id,
+    state_of,
+)
 from dispatcher.message.intake import MessageError, MessageFactory, parse_payload
 from dispatcher.message.verp import Verp
 from queues.accounts import Account, AccountStatus, ApiKey, KeyScope
 from queues.errors import IdempotencyConflict, QueueError
 from queues.protocol import AttemptRecord, MessageState, MessageView, NewMessage, Queue
 from queues.suppressions import PLATFORM, Suppression, make_suppression, normalize_address
+from queues.webhooks import WebhookRecord
 
 log = logging.getLogger(__name__)
 JSON = "application/json"
@@ -664,6 +676,105 @@ async def cancel_campaign(request: Request) -> Response:
     return _json(S.Cancelled(campaign=campaign, cancelled=n), 200, request.state.rate_headers)
 
 
+# -- webhooks ------------------------------------------------------------------------------
+
+
+def _webhook_out(r: WebhookRecord, secret: str | None = None) -> S.WebhookOut:
+    doc, state = doc_of(r), state_of(r)
+    return S.WebhookOut(
+        id=r.id,
+        account_id=r.account,
+        url=r.url,
+        event_types=doc.event_types,
+        batch_size=doc.batch_size,
+        created_at=S.when(r.created_at),  # type: ignore[arg-type]
+        position=state.position if state.position >= 0 else doc.start,
+        pending_batch=state.batch.id if state.batch else None,
+        attempts=state.attempts,
+        failing=state.failing,
+        disabled=state.disabled,
+        last_status=state.last_status,
+        last_error=state.last_error,
+        next_attempt_at=S.when(state.next_at) if state.batch and state.next_at else None,
+        delivered_batches=state.delivered_batches,
+        delivered_events=state.delivered_events,
+        secret=secret,
+    )
+
+
+async def _own_webhook(request: Request, principal: Principal) -> WebhookRecord:
+    found = await services(request).queue.list_webhooks(
+        webhook_id=request.path_params["webhook_id"]
+    )
+    if not found or not principal.owns(found[0].account):
+        raise _not_found()
+    return found[0]
+
+
+async def create_webhook(request: Request) -> Response:
+    svc = services(request)
+    principal = await authorize(request, KeyScope.FULL)
+    doc: S.WebhookIn = _decode(await read_body(request), S.WebhookIn)
+    if principal.account is not None:
+        if doc.account not in (None, principal.account.id):
+            raise _not_found()
+        account_id = principal.account.id
+    else:
+        if not doc.account or await svc.queue.get_account(doc.account) is None:
+            raise ApiProblem(422, "invalid", "the admin key must name an account", field="account")
+        account_id = doc.account
+    cfg = svc.config.webhooks
+    box = SecretBox(cfg.encryption_keys)
+    if not box.ready:
+        raise ApiProblem(503, "webhooks_unavailable", "no [webhooks] encryption_keys configured")
+    try:
+        url = check_url(doc.url, allow_private=cfg.allow_private)
+        types = check_types(doc.event_types)
+    except WebhookInputError as e:
+        raise ApiProblem(422, "invalid", e.reason, field=e.field) from None
+    if not 1 <= doc.batch_size <= cfg.max_batch:
+        raise ApiProblem(422, "invalid", f"must be 1 to {cfg.max_batch}", field="batch_size")
+    webhook_id = new_webhook_id()
+    secret = new_secret()
+    endpoint = EndpointDoc(
+        event_types=types,
+        batch_size=doc.batch_size,
+        secrets=[box.seal(secret, webhook_id)],
+        start=await svc.queue.last_event_seq(),
+    )
+    record = WebhookRecord(webhook_id, account_id, url, encode(endpoint))
+    await svc.queue.save_webhook(record)
+    stored = (await svc.queue.list_webhooks(webhook_id=webhook_id))[0]
+    headers = {**request.state.rate_headers, "Cache-Control": "no-store"}
+    return _json(_webhook_out(stored, secret), 201, headers)
+
+
+async def get_webhook(request: Request) -> Response:
+    principal = await authorize(request, KeyScope.FULL)
+    record = await _own_webhook(request, principal)
+    return _json(_webhook_out(record), 200, request.state.rate_headers)
+
+
+async def replay_webhook(request: Request) -> Response:
+    """Resend events after position `from` (an event's seq or id; 0: all still kept)."""
+    svc = services(request)
+    principal = await authorize(request, KeyScope.FULL)
+    record = await _own_webhook(request, principal)
+    raw = request.query_params.get("from", "")
+    try:
+        position = int(raw.removeprefix("ev_"))
+        if position < 0:
+            raise ValueError
+    except ValueError:
+        raise ApiProblem(
+            422, "invalid", "expected an event position (a seq or ev_N)", field="from"
+        ) from None
+    doc = doc_of(record)
+    doc.replay_from, doc.replay_n = position, doc.replay_n + 1
+    await svc.queue.save_webhook(WebhookRecord(record.id, record.account, record.url, encode(doc)))
+    return _json(S.ReplayOut(id=record.id, replay_from=position), 202, request.state.rate_headers)
+
+
 # -- health, metrics, openapi --------------------------------------------------------------
 
 
@@ -769,6 +880,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/campaigns/{campaign}/cancel", cancel_campaign,
              "Cancel every waiting message of a campaign", "full", None,
              (200, S.Cancelled), (403, 404, 422)),
+    Endpoint("POST", "/v1/webhooks", create_webhook,
+             "Register a webhook endpoint (its secret is shown once)", "full", S.WebhookIn,
+             (201, S.WebhookOut), (400, 403, 404, 413, 422, 503)),
+    Endpoint("GET", "/v1/webhooks/{webhook_id}", get_webhook,
+             "One endpoint and how its deliveries go (failing, disabled)", "full", None,
+             (200, S.WebhookOut), (403, 404)),
+    Endpoint("POST", "/v1/webhooks/{webhook_id}/replay", replay_webhook,
+             "Resend the events after ?from= (a seq or ev_N)", "full", None,
+             (202, S.ReplayOut), (403, 404, 422)),
     Endpoint("GET", "/healthz", healthz, "Alive", "none", None, (200, S.Health)),
     Endpoint("GET", "/readyz", readyz, "Ready: the store (and Redis when configured) answers",
              "none", None, (200, S.Health), (503,)),

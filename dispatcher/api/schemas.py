@@ -225,3 +225,39 @@ class Cancelled(msgspec.Struct):
 
     campaign: str
     cancelled: int
+
+
+class WebhookIn(msgspec.Struct, forbid_unknown_fields=True):
+    """An endpoint to register; `account` only with the admin key (else the key's)."""
+
+    url: str
+    event_types: list[str] | None = None
+    batch_size: int = 100
+    account: str | None = None
+
+
+class WebhookOut(msgspec.Struct):
+    """An endpoint and how its deliveries go (`failing`: failed attempts in a row)."""
+
+    id: str
+    account_id: str
+    url: str
+    event_types: list[str]
+    batch_size: int
+    created_at: Timestamp
+    position: int
+    pending_batch: str | None
+    attempts: int
+    failing: bool
+    disabled: str | None
+    last_status: int | None
+    last_error: str | None
+    next_attempt_at: Timestamp | None
+    delivered_batches: int
+    delivered_events: int
+    secret: str | None = None  # shown once, when made
+
+
+class ReplayOut(msgspec.Struct):
+    id: str
+    replay_from: int

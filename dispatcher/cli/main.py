@@ -533,6 +533,14 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from dispatcher.events.sender import serve_webhooks
+
+    config = _load(args.config)
+    _until_signal(lambda stop: serve_webhooks(config, stop))
+    return 0
+
+
 def cmd_bench(argv: list[str]) -> int:
     from bench.cli import main as bench_main
 
@@ -627,6 +635,10 @@ def build_parser() -> argparse.ArgumentParser:
     rl = sub.add_parser("relay", help="relay the event outbox to a Redis stream ([events])")
     rl.add_argument("--config")
     rl.set_defaults(func=cmd_relay)
+
+    wh = sub.add_parser("webhooks", help="send events to the accounts' webhook endpoints")
+    wh.add_argument("--config")
+    wh.set_defaults(func=cmd_webhooks)
 
     sub.add_parser("bench", help="benchmarks (see bench/README.md)", add_help=False)
     return p

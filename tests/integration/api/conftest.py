@@ -16,6 +16,12 @@ from dispatcher.engine.runtime import open_store, seed_accounts
 from queues.protocol import Queue
 from tests.support.api import ADMIN_KEY, LiveApi, write_config
 
+# Webhook endpoints on loopback (the tests' receivers) are allowed; the KEK is a test's.
+WEBHOOKS = (
+    '[webhooks]\nencryption_keys = ["test-webhook-kek-0123456789abcdef01234"]\n'
+    "allow_private = true\n"
+)
+
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
@@ -50,7 +56,7 @@ class Api:
 
 
 async def _config(tmp: Path, backend: str, extra: str) -> Config:
-    api = f'[api]\nadmin_key = "{ADMIN_KEY}"\n{extra}'
+    api = f'[api]\nadmin_key = "{ADMIN_KEY}"\n{extra}\n{WEBHOOKS}'
     if backend == "postgres":
         from tests.support.postgres import create_test_database
 

@@ -34,6 +34,9 @@ KIND = {
     ("PUT", "/v1/suppressions/{address}"): "query",
     ("DELETE", "/v1/suppressions/{address}"): "query",
     ("POST", "/v1/campaigns/{campaign}/cancel"): "query",
+    ("POST", "/v1/webhooks"): "body_account",
+    ("GET", "/v1/webhooks/{webhook_id}"): "path",
+    ("POST", "/v1/webhooks/{webhook_id}/replay"): "path",
     ("GET", "/healthz"): "public",
     ("GET", "/readyz"): "public",
     ("GET", "/metrics"): "public",
@@ -58,7 +61,10 @@ async def _resources(api: Api) -> dict[str, dict[str, str]]:
         r = await client.post("/v1/messages", json=payload(1, **{"from": f"x@{author}"}))
         assert r.status_code == 202, r.text
         keys = (await client.get(f"/v1/accounts/{account}/keys")).json()["data"]
+        hook = await client.post("/v1/webhooks", json={"url": "https://hooks.example.com/x"})
+        assert hook.status_code == 201, hook.text
         out[account] = {
+            "webhook_id": hook.json()["id"],
             "account_id": account,
             "message_id": r.json()["id"],
             "key_id": keys[0]["id"],
@@ -99,6 +105,11 @@ async def test_another_accounts_resources_are_404_on_every_route(api: Api) -> No
             else:
                 r = await mine.post(e.path, json=body)
                 assert r.status_code == 403 and r.json()["code"] == "account_mismatch"
+            checked += 1
+        elif kind == "body_account":
+            body = {"url": "https://hooks.example.com/y", "account": "creator"}
+            r = await mine.post(e.path, json=body)
+            assert r.status_code == 404 and r.json()["code"] == "not_found", r.text
             checked += 1
         elif kind == "admin":
             r = await mine.request(e.method, e.path, json={"name": "x"})
