@@ -193,8 +193,13 @@ def main() -> None:
     try:
         for i in range(args.runs):
             with tempfile.TemporaryDirectory(prefix="md-whbench-") as tmp:
-                off = asyncio.run(one(args.messages, False, Path(tmp), port))
-                on = asyncio.run(one(args.messages, True, Path(tmp), port))
+                # Alternate which goes first: the first of a pair runs on a colder machine.
+                if i % 2:
+                    on = asyncio.run(one(args.messages, True, Path(tmp), port))
+                    off = asyncio.run(one(args.messages, False, Path(tmp), port))
+                else:
+                    off = asyncio.run(one(args.messages, False, Path(tmp), port))
+                    on = asyncio.run(one(args.messages, True, Path(tmp), port))
             run = {
                 "msgs_per_s_off": off["msgs_per_s"],
                 "msgs_per_s_on": on["msgs_per_s"],

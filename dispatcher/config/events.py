@@ -36,6 +36,8 @@ class WebhooksConfig:
     failing_after: int = 5
     max_batch: int = 1000
     poll_interval: float = 0.5
+    # A batch not yet full waits until its first event is this old (fewer requests).
+    linger: float = 0.25
     # Deliveries at once (one batch at a time per endpoint).
     concurrency: int = 64
     # Waits after each failed attempt (Standard Webhooks' example), each with ±20% jitter;
@@ -58,6 +60,7 @@ WEBHOOKS_SECTION = Section(
         "poll_interval",
         "concurrency",
         "retry_schedule",
+        "linger",
     ),
 )
 
@@ -113,6 +116,7 @@ def parse_webhooks(t: Table) -> WebhooksConfig:
         max_batch=t.integer("max_batch", d.max_batch, minimum=1),
         poll_interval=t.duration("poll_interval", d.poll_interval),
         concurrency=t.integer("concurrency", d.concurrency, minimum=1),
+        linger=t.duration("linger", d.linger),
     )
     t.done()
     return cfg

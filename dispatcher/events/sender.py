@@ -53,6 +53,11 @@ log = logging.getLogger(__name__)
 SCAN = 5000
 
 
+class _Linger(Exception):
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """What one POST came to."""
@@ -192,7 +197,12 @@ class WebhookSender:
                 await self._save(record, state)
             return self.config.poll_interval * 10
         if state.batch is None:
-            idle = await self._build(record, doc, state)
+            try:
+                idle = await self._build(record, doc, state)
+            except _Linger as linger:
+                if changed:
+                    await self._save(record, state)
+                return linger.wait
             if state.batch is None:
                 if idle is not None or changed:
                     await self._save(record, state)
@@ -226,6 +236,12 @@ class WebhookSender:
             state.position = last
             return len(rows) < SCAN
         now = time.time()
+        if len(picked) < doc.batch_size and len(rows) < SCAN:
+            # A partial batch waits until its first event is `linger` old: fewer, fuller
+            # requests under a flow, at most `linger` more lag.
+            wait = picked[0].at + self.config.linger - now
+            if wait > 0:
+                raise _Linger(wait)
         body = json.dumps(
             {
                 "type": "message.events",
