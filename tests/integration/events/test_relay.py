@@ -18,10 +18,11 @@ from tests.support.redis_server import RedisServer
 
 async def drain(relay: StreamRelay, queue: Queue) -> list[int]:
     """Rounds until the relay is at the outbox's end (PostgreSQL may hold rows back while
-    any transaction of the cluster that is older than them runs); the rounds' sizes."""
+    any transaction of the cluster that is older than them runs: a shared test server may
+    have long ones); the rounds' sizes."""
     rounds: list[int] = []
     target = await queue.last_event_seq()
-    async with asyncio.timeout(30):
+    async with asyncio.timeout(120):
         while await relay.position() < target:
             n = await relay.run_once()
             if n:

@@ -128,13 +128,13 @@ async def test_signed_batches_in_order_through_failures(
         async def all_in() -> bool:
             return sum(len(r.events) for r in acme_rx.delivered()) >= len(expected)
 
-        await until(all_in, 60)
+        await until(all_in, 120)
 
         async def down_failing() -> bool:
             doc = (await api.admin.get(f"/v1/webhooks/{down_hook}")).json()
             return bool(doc["failing"])
 
-        await until(down_failing, 30)
+        await until(down_failing, 120)
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)
@@ -191,11 +191,11 @@ async def test_gone_disables_and_replay_resends(api: Api, receivers: Callable[..
         async def count_is(n: int) -> bool:
             return sum(len(r.events) for r in rx.delivered()) >= n
 
-        await until(lambda: count_is(len(expected)), 30)
+        await until(lambda: count_is(len(expected)), 120)
         client = await api.keyed("acme", "full")
         r = await client.post(f"/v1/webhooks/{hook}/replay", params={"from": "0"})
         assert r.status_code == 202, r.text
-        await until(lambda: count_is(2 * len(expected)), 30)
+        await until(lambda: count_is(2 * len(expected)), 120)
         await asyncio.sleep(0.3)  # room for a (wrong) second request to the gone endpoint
     finally:
         stop.set()
@@ -226,7 +226,7 @@ async def test_private_addresses_refused_at_connect_unless_allowed(
             doc = (await api.admin.get(f"/v1/webhooks/{hook}")).json()
             return doc["last_error"] == "refused" and doc["attempts"] >= 2
 
-        await until(refused, 30)
+        await until(refused, 120)
     finally:
         stop.set()
         await asyncio.wait_for(task, 20)

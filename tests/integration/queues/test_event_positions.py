@@ -44,7 +44,7 @@ async def test_postgres_holds_back_events_behind_a_running_transaction(queue: Qu
     async def settled(n: int) -> bool:
         return len(await queue.read_settled_events(0, 10)) >= n
 
-    await until(lambda: settled(1))
+    await until(lambda: settled(1), 120)
     conn = await asyncpg.connect(queue.dsn)
     try:
         tx = conn.transaction()
@@ -64,6 +64,6 @@ async def test_postgres_holds_back_events_behind_a_running_transaction(queue: Qu
         await conn.close()
     # Settled once every transaction older than them has ended (other sessions of the
     # cluster count too): wait for that, bounded.
-    await until(lambda: settled(3))
+    await until(lambda: settled(3), 120)
     got = await queue.read_settled_events(0, 10)
     assert [e.kind for e in got] == ["before", "slow", "fast"]
