@@ -115,7 +115,7 @@ async def test_engine_and_relay_sigkills_lose_no_event(
             async def caught_up() -> bool:
                 return int(await client.get("t:ev:position") or 0) >= target
 
-            await until(caught_up, 60, 0.05)
+            await until(caught_up, 120, 0.05)
         finally:
             relay.send_signal(signal.SIGTERM)
             async with asyncio.timeout(20):
