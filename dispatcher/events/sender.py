@@ -53,9 +53,11 @@ log = logging.getLogger(__name__)
 SCAN = 5000
 
 
-class _Linger(Exception):
-    def __init__(self, wait: float) -> None:
-        self.wait = wait
+@dataclass(frozen=True, slots=True)
+class _Linger:
+    """A partial batch waits this long more before it is frozen."""
+
+    wait: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,12 +199,11 @@ class WebhookSender:
                 await self._save(record, state)
             return self.config.poll_interval * 10
         if state.batch is None:
-            try:
-                idle = await self._build(record, doc, state)
-            except _Linger as linger:
+            idle = await self._build(record, doc, state)
+            if isinstance(idle, _Linger):
                 if changed:
                     await self._save(record, state)
-                return linger.wait
+                return idle.wait
             if state.batch is None:
                 if idle is not None or changed:
                     await self._save(record, state)
@@ -217,10 +218,11 @@ class WebhookSender:
 
     async def _build(
         self, record: WebhookRecord, doc: EndpointDoc, state: EndpointState
-    ) -> bool | None:
+    ) -> bool | _Linger | None:
         """Freeze the next batch into `state.batch`; when none, advance the position past
         the rows looked at. Returns True when the outbox has nothing more (idle), False when
-        more rows wait, None when nothing at all was read."""
+        more rows wait, None when nothing at all was read, a _Linger when a partial batch
+        should wait."""
         rows = await self.queue.read_settled_events(state.position, SCAN)
         if not rows:
             return None
@@ -241,7 +243,7 @@ class WebhookSender:
             # requests under a flow, at most `linger` more lag.
             wait = picked[0].at + self.config.linger - now
             if wait > 0:
-                raise _Linger(wait)
+                return _Linger(wait)
         body = json.dumps(
             {
                 "type": "message.events",
