@@ -208,6 +208,7 @@ def _run_processes(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)  # each worker reloads its config
     codes = [p.wait() for p in procs]
     return max(codes)
 
