@@ -56,14 +56,20 @@ async def test_tail_prints_the_outcome_events_then_follows(
     )  # fmt: skip
     assert proc.stdout is not None
     try:
-        await asyncio.sleep(1.0)  # let it start following
+        # `-n 0` follows from where the tail started, which a loaded machine may reach late:
+        # keep appending until one arrives, rather than guessing how long it takes to start.
         queue = make_queue(load_config(cfg))
         await queue.open()
         try:
-            await queue.append_events([Event("ip.paused", time.time(), {"ip": "127.0.0.2"})])
+            reading = asyncio.ensure_future(proc.stdout.readline())
+            for _ in range(60):
+                await queue.append_events([Event("ip.paused", time.time(), {"ip": "127.0.0.2"})])
+                done, _pending = await asyncio.wait({reading}, timeout=0.5)
+                if done:
+                    break
+            line = await asyncio.wait_for(reading, timeout=20)
         finally:
             await queue.close()
-        line = await asyncio.wait_for(proc.stdout.readline(), timeout=20)
         followed = json.loads(line)
         assert (followed["kind"], followed["data"]) == ("ip.paused", {"ip": "127.0.0.2"})
     finally:
