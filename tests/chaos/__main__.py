@@ -23,6 +23,12 @@ def main() -> int:
     p.add_argument("--drain-timeout", type=float, default=240.0)
     p.add_argument("--no-pg-restart", action="store_true")
     p.add_argument(
+        "--redis-restarts",
+        type=int,
+        default=0,
+        help="counters in a private redis-server, stopped and started empty this many times",
+    )
+    p.add_argument(
         "--ambiguous",
         choices=("hold", "retry"),
         default="hold",
@@ -39,6 +45,7 @@ def main() -> int:
         kills=a.kills,
         terms=a.terms,
         restart_postgres=not a.no_pg_restart,
+        redis_restarts=a.redis_restarts,
         fault_rate=a.fault_rate,
         drain_timeout=a.drain_timeout,
         ambiguous=a.ambiguous,

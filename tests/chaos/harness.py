@@ -33,6 +33,7 @@ from queues.protocol import HeldFilter, HeldReason
 from tests.chaos.checker import Fate, Verdict, check
 from tests.chaos.setup import DISPATCH, payload, write_config
 from tests.chaos.sink import read_events
+from tests.support.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parents[2]
 PG_RESTART = ["pg_ctlcluster", "--skip-systemctl-redirect", "15", "main", "restart"]
@@ -55,6 +56,7 @@ class ChaosOptions:
     kills: int = 0  # 0: max(20, one every 4 seconds)
     terms: int = 4  # SIGTERMs of random workers during the faults (graceful stops, timed)
     restart_postgres: bool = True
+    redis_restarts: int = 0  # [coordination] redis on a private redis-server, restarted empty
     stop_worker: bool = True
     fault_rate: float = 0.3
     drain_timeout: float = 240.0
@@ -69,6 +71,7 @@ class ChaosReport:
     kills: int = 0
     stops: int = 0
     pg_restarts: int = 0
+    redis_restarts: int = 0
     exits: int = 0  # workers that exited without being killed
     crashes: int = 0  # ... with a non-zero status
     enqueued: int = 0
@@ -91,7 +94,8 @@ class ChaosReport:
         return (
             f"chaos: seed={self.options.seed} backend={self.options.backend} "
             f"messages={v.messages} kills={self.kills} stops={self.stops} terms={self.terms} "
-            f"pg_restarts={self.pg_restarts} exits={self.exits} crashes={self.crashes} "
+            f"pg_restarts={self.pg_restarts} redis_restarts={self.redis_restarts} "
+            f"exits={self.exits} crashes={self.crashes} "
             f"faults={v.faults} "
             f"lost={v.lost} duplicates={v.duplicates} ambiguous={v.ambiguous} "
             f"unfinished={v.unfinished} violations={v.violations} [{states}] "
@@ -295,7 +299,13 @@ async def _restart_postgres() -> None:
         raise RuntimeError(f"PostgreSQL restart failed: {err.decode(errors='replace')}")
 
 
-async def _faults(opts: ChaosOptions, workers: Workers, t_end: float, report: ChaosReport) -> None:
+async def _faults(
+    opts: ChaosOptions,
+    workers: Workers,
+    t_end: float,
+    report: ChaosReport,
+    redis: RedisServer | None = None,
+) -> None:
     """The process faults, on a schedule drawn from the seed."""
     rng = random.Random(opts.seed)
     d = opts.duration
@@ -313,6 +323,12 @@ async def _faults(opts: ChaosOptions, workers: Workers, t_end: float, report: Ch
         events += [(0.15 * d, "stop"), (0.15 * d + hold, "resume")]
     if opts.restart_postgres and opts.backend == "postgres":
         events.append((0.55 * d, "pg_restart"))
+    if redis is not None:
+        # Redis stopped for a second and started empty, from a generator of its own.
+        redis_rng = random.Random(opts.seed + 2_000_003)
+        events += [
+            (redis_rng.uniform(0.1, 0.85) * d, "redis_restart") for _ in range(opts.redis_restarts)
+        ]
     t0 = t_end - d
     for at, what in sorted(events):
         await asyncio.sleep(max(0.0, t0 + at - time.monotonic()))
@@ -327,6 +343,12 @@ async def _faults(opts: ChaosOptions, workers: Workers, t_end: float, report: Ch
             report.stops += 1
         elif what == "resume":
             workers.resume()
+        elif what == "redis_restart":
+            assert redis is not None
+            redis.stop()
+            await asyncio.sleep(1.0)
+            redis.start()
+            report.redis_restarts += 1
         else:
             await _restart_postgres()
             report.pg_restarts += 1
@@ -385,6 +407,7 @@ async def run_chaos(opts: ChaosOptions) -> ChaosReport:
     sink = SinkProcess(work, opts.seed, opts.fault_rate)
     workers: Workers | None = None
     report = ChaosReport(opts, Verdict(), workdir=work)
+    redis = RedisServer().start() if opts.redis_restarts else None
     try:
         port = await sink.port()
         dsn = ""
@@ -393,7 +416,12 @@ async def run_chaos(opts: ChaosOptions) -> ChaosReport:
 
             dsn = await create_test_database()
         config_path = write_config(
-            work, sink_port=port, backend=opts.backend, dsn=dsn, ambiguous=opts.ambiguous
+            work,
+            sink_port=port,
+            backend=opts.backend,
+            dsn=dsn,
+            ambiguous=opts.ambiguous,
+            redis=redis.url if redis is not None else "",
         )
         config = load_config(config_path)
         rt = await Runtime.open(config)  # creates the DKIM keys before any worker starts
@@ -407,7 +435,7 @@ async def run_chaos(opts: ChaosOptions) -> ChaosReport:
             feeder = asyncio.create_task(
                 _enqueue_all(rt, opts, time.monotonic() + 0.8 * opts.duration, ids)
             )
-            await _faults(opts, workers, t_end, report)
+            await _faults(opts, workers, t_end, report, redis)
             await feeder
             await asyncio.sleep(max(0.0, t_end - time.monotonic()))
             print(f"chaos: faults over after {time.monotonic() - started:.0f}s; draining",
@@ -437,5 +465,7 @@ async def run_chaos(opts: ChaosOptions) -> ChaosReport:
             workers.terminate()
         if sink.proc.poll() is None:
             sink.stop()
+        if redis is not None:
+            redis.close()
     report.elapsed = time.monotonic() - started
     return report

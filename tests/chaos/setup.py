@@ -59,6 +59,7 @@ def write_config(
     smtp: Mapping[str, Any] | None = None,
     key_dir: Path | None = None,
     ambiguous: str = "hold",
+    redis: str = "",
 ) -> Path:
     """Write `work/chaos.toml` (queue in `work`, keys in `key_dir`) and return its path."""
     keys = key_dir or work / "keys"
@@ -77,6 +78,10 @@ def write_config(
         _table("streams.transactional", {"max_age": "1d", "ambiguous": ambiguous}),
         _table("dkim", {"create_missing": True}),
     ]
+    if redis:
+        parts.append(
+            _table("coordination", {"redis": redis, "timeout": "500ms", "rebuild_wait": "1s"})
+        )
     for d in (AUTHOR, *PLATFORM):
         parts.append(
             "[[dkim.keys]]\n"
