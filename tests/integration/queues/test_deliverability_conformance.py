@@ -148,9 +148,10 @@ async def test_daily_counts_per_ip_provider_and_utc_day(queue: Queue) -> None:
             delivered(a.id, source_ip="127.0.0.2", provider="google", attempted_at=now),
             delivered(b.id, source_ip="127.0.0.2", provider="google", attempted_at=now),
             delivered(c.id, source_ip="127.0.0.3", provider="google", attempted_at=now),
-            # an attempt just before midnight counts on its own day
+            # an attempt just before an earlier midnight counts on its own day (two days back,
+            # so the prune below drops it whatever the time of day now)
             delivered(
-                d.id, source_ip="127.0.0.2", provider="yahoo", attempted_at=(today * DAY) - 1
+                d.id, source_ip="127.0.0.2", provider="yahoo", attempted_at=((today - 1) * DAY) - 1
             ),
             not_now(e.id, "yahoo", now),  # not an attempt: not counted
         ],
@@ -159,7 +160,7 @@ async def test_daily_counts_per_ip_provider_and_utc_day(queue: Queue) -> None:
         ("127.0.0.2", "google"): 2,
         ("127.0.0.3", "google"): 1,
     }
-    assert await queue.daily_counts(today - 1) == {("127.0.0.2", "yahoo"): 1}
+    assert await queue.daily_counts(today - 2) == {("127.0.0.2", "yahoo"): 1}
     await queue.claim(lease, 10, now)
     await queue.record_outcomes(
         lease, [delivered(e.id, source_ip="127.0.0.2", provider="google", attempted_at=now)]
@@ -167,7 +168,7 @@ async def test_daily_counts_per_ip_provider_and_utc_day(queue: Queue) -> None:
     assert (await queue.daily_counts(today))[("127.0.0.2", "google")] == 3
     # Pruning the history of older days keeps today's counts.
     await queue.prune(now + DAY * 0.5, DAY, DAY * 30)
-    assert await queue.daily_counts(today - 1) == {}
+    assert await queue.daily_counts(today - 2) == {}
     assert (await queue.daily_counts(today))[("127.0.0.2", "google")] == 3
 
 
