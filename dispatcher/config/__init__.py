@@ -2,12 +2,12 @@
 
 Owns the shape of the file: one module per section (`queue`, `dispatch`, `smtp`, `verp`,
 `dkim`, `providers`, `shaping`, `warmup`, `pools`, `accounts`, `streams`, `routes`,
-`metrics`, `log`), each declaring its keys (`table.SECTIONS`, compared with
-docs/configuration.md by a test) and holding its defaults on its frozen type, once. Every
-error is a `ConfigError` naming its key path, e.g.
-`pools[0].ips[1].address`; relative paths resolve against the config file's folder; secrets
-(DSN passwords, key material) never appear in errors or reprs. It never imports the rest of
-the dispatcher, opens a socket or reads a key file.
+`routing`, `security`, `metrics`, `log`), each declaring its keys (`table.SECTIONS`,
+compared with docs/configuration.md by a test) and holding its defaults on its frozen type,
+once. Every error is a `ConfigError` naming its key path, e.g. `pools[0].ips[1].address`;
+relative paths resolve against the config file's folder; secrets (DSN passwords, key
+material) never appear in errors or reprs. It never imports the rest of the dispatcher,
+opens a socket or reads a key file.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from dispatcher.config.events import EventsConfig, WebhooksConfig
 from dispatcher.config.log import LogConfig, LogFormat, LogLevel
 from dispatcher.config.metrics import MetricsConfig
 from dispatcher.config.queue import Backend, QueueConfig, Synchronous
+from dispatcher.config.routing import RoutingConfig
+from dispatcher.config.security import SecurityConfig
 from dispatcher.config.smtp import Client, SmtpConfig, StartTls
 from dispatcher.config.streams import STREAM_DEFAULTS, Ambiguous, StreamConfig
 from dispatcher.config.values import Route, check_domain, parse_duration
@@ -51,6 +53,8 @@ __all__ = [
     "OnUnavailable",
     "QueueConfig",
     "Route",
+    "RoutingConfig",
+    "SecurityConfig",
     "SmtpConfig",
     "StartTls",
     "StreamConfig",

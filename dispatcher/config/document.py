@@ -22,6 +22,8 @@ from dispatcher.config import pools as pools_section
 from dispatcher.config import providers as providers_section
 from dispatcher.config import queue as queue_section
 from dispatcher.config import routes as routes_section
+from dispatcher.config import routing as routing_section
+from dispatcher.config import security as security_section
 from dispatcher.config import shaping as shaping_section
 from dispatcher.config import smtp as smtp_section
 from dispatcher.config import streams as streams_section
@@ -38,6 +40,8 @@ from dispatcher.config.events import EventsConfig, WebhooksConfig
 from dispatcher.config.log import LogConfig
 from dispatcher.config.metrics import MetricsConfig
 from dispatcher.config.queue import QueueConfig
+from dispatcher.config.routing import RoutingConfig
+from dispatcher.config.security import SecurityConfig
 from dispatcher.config.smtp import SmtpConfig
 from dispatcher.config.streams import StreamConfig
 from dispatcher.config.table import Section, Table, field_default
@@ -83,6 +87,8 @@ class Config:
     warmup: Mapping[str, WarmupSchedule] = field(default_factory=dict)
     events: EventsConfig = field(default_factory=EventsConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def account(self, name: str) -> AccountConfig | None:
         for a in self.accounts:
@@ -132,6 +138,8 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
     accounts = accounts_section.parse_accounts(top, key_domains, [p.name for p in pools])
     streams = streams_section.parse_streams(top.table(streams_section.SECTION))
     routes = routes_section.parse_routes(top.table(routes_section.SECTION))
+    routing = routing_section.parse_routing(top.table(routing_section.SECTION))
+    security = security_section.parse_security(top.table(security_section.SECTION))
     categories = categories_section.parse_categories(top)
     automation = automation_section.parse_automation(top)
     metrics = metrics_section.parse_metrics(top.table(metrics_section.SECTION))
@@ -152,6 +160,8 @@ def parse_config(raw: Mapping[str, Any], base_dir: Path, source: Path | None = N
         pools=pools,
         streams=streams,
         routes=routes,
+        routing=routing,
+        security=security,
         metrics=metrics,
         log=log,
         feedback_sender_id=feedback_sender_id,

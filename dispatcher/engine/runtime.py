@@ -23,6 +23,7 @@ from dispatcher.dkim.store import KeyStore
 from dispatcher.engine.engine import Engine, RunStats
 from dispatcher.message.intake import MessageError, MessageFactory
 from dispatcher.message.verp import Verp
+from dispatcher.routing.address_policy import AddressPolicy
 from dispatcher.routing.circuit import CircuitBreaker
 from dispatcher.routing.router import Router
 from dispatcher.telemetry.metrics import Metrics
@@ -92,6 +93,7 @@ class Runtime:
         self.router = Router(
             config.routes,
             breaker=CircuitBreaker(config.smtp.circuit_failures, config.smtp.circuit_open_seconds),
+            policy=AddressPolicy(config.routing.allow_private),
         )
         self.pools = PoolSet(config.pools)
         self._running: Engine | None = None

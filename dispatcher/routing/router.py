@@ -1,10 +1,12 @@
 """Routing: a recipient domain -> the MX hosts to try, in order (RFC 5321 5.1, RFC 7505).
 
-`[routes]` overrides win (no MX lookup). Otherwise MX records are looked up with dnspython's
-async resolver: preference order, random order among equal preferences; no MX but an address
--> the implicit MX (the domain itself); a null MX or a name that does not exist -> BOUNCE;
-SERVFAIL or timeout -> DEFER. Each host's addresses are looked up only in the families the source
-IPs have (A for IPv4, AAAA for IPv6), so every address returned is one the sockets can reach.
+`[routes]` overrides win (no MX lookup, no address check: the operator's choice). Otherwise
+MX records are looked up with dnspython's async resolver: preference order, random order
+among equal preferences; no MX but an address -> the implicit MX (the domain itself); a null
+MX or a name that does not exist -> BOUNCE; SERVFAIL or timeout -> DEFER. Addresses the
+`AddressPolicy` refuses (not globally routable) are skipped; none left -> DEFER with the
+reasons. Each host's addresses are looked up only in the families the source IPs have (A for
+IPv4, AAAA for IPv6), so every address returned is one the sockets can reach.
 
 Answers are cached per domain (and per MX host name, since many domains share a provider's
 hosts) by their DNS TTL; negative answers by the SOA minimum, at most `negative_ttl`; DEFER only
@@ -38,6 +40,7 @@ from dns.rdtypes.ANY.SOA import SOA
 
 from dispatcher.config import Route
 from dispatcher.errors import InvalidInput
+from dispatcher.routing.address_policy import AddressPolicy
 from dispatcher.routing.circuit import CircuitBreaker
 
 SMTP_PORT = 25
@@ -197,6 +200,7 @@ class Router:
         breaker: CircuitBreaker | None = None,
         defer_ttl: float = 15.0,
         max_entries: int = 200_000,
+        policy: AddressPolicy | None = None,
     ) -> None:
         if not source_families or not source_families <= {socket.AF_INET, socket.AF_INET6}:
             raise RoutingInputError(
@@ -225,6 +229,8 @@ class Router:
                     reason="expected a non-empty tuple of Route",
                 )
         self._routes = dict(routes)
+        # MX and A/AAAA answers lead only to global addresses (or allowed networks).
+        self.policy = policy if policy is not None else AddressPolicy()
         self._resolver = resolver if resolver is not None else _system_resolver()
         self._families = source_families
         self._rdtypes = tuple(
@@ -322,13 +328,18 @@ class Router:
 
         lookups = await asyncio.gather(*(self._addresses(n, deadline) for _, n in ordered))
         expires = min([mx_expires, *(a.expires_at for a in lookups)])
-        hosts = tuple(
-            MxHost(name, a.addresses, SMTP_PORT, preference)
-            for (preference, name), a in zip(ordered, lookups, strict=True)
-            if a.addresses
-        )
+        refused: list[str] = []
+        hosts_: list[MxHost] = []
+        for (preference, name), a in zip(ordered, lookups, strict=True):
+            kept, reasons = self.policy.split(a.addresses)
+            refused += reasons
+            if kept:
+                hosts_.append(MxHost(name, kept, SMTP_PORT, preference))
+        hosts = tuple(hosts_)
         if hosts:
             return Resolution(RouteKind.OK, hosts, "MX", "ok", expires)
+        if refused:
+            return self._not_global(refused, now, expires)
         return self._no_hosts(lookups, now, expires, "MX hosts")
 
     async def _implicit_mx(
@@ -338,7 +349,10 @@ class Router:
         found = await self._addresses(domain, deadline)
         expires = min(mx_expires, found.expires_at)
         if found.addresses:
-            host = MxHost(domain, found.addresses, SMTP_PORT, 0)
+            kept, refused = self.policy.split(found.addresses)
+            if not kept:
+                return self._not_global(refused, now, expires)
+            host = MxHost(domain, kept, SMTP_PORT, 0)
             return Resolution(RouteKind.OK, (host,), "implicit MX (RFC 5321 5.1)", "ok", expires)
         if found.code in _TRANSIENT:
             return self._defer(found.code, now, expires)
@@ -368,6 +382,15 @@ class Router:
         return self._defer(
             "unreachable", now, expires, f"no address of the {what} is reachable from the sources"
         )
+
+    def _not_global(self, refused: list[str], now: float, expires: float) -> Resolution:
+        """Every address an answer led to was refused by the address policy: deferred,
+        the reason kept for the outcome (the domain's DNS may be fixed)."""
+        shown = "; ".join(refused[:3]) + (
+            f" (+{len(refused) - 3} more)" if len(refused) > 3 else ""
+        )
+        reason = f"MX answers lead only to refused addresses: {shown}"
+        return self._defer("not_global", now, expires, reason)
 
     def _defer(
         self, code: str, now: float, expires: float = math.inf, reason: str = ""

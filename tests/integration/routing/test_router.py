@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import socket
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ import dns.message
 import pytest
 
 from dispatcher.config import Route
+from dispatcher.routing.address_policy import AddressPolicy
 from dispatcher.routing.circuit import CircuitBreaker
 from dispatcher.routing.router import MxHost, Resolution, RouteKind, Router, RoutingInputError
 from tests.support.dns_server import DnsServer, Failure
@@ -43,9 +45,18 @@ def clock() -> Clock:
     return Clock()
 
 
+# The answers below use documentation addresses (RFC 5737, RFC 3849), which are not global:
+# these tests are about routing, so they are allowed as an operator's allow_private would.
+DOCUMENTATION = AddressPolicy(
+    ipaddress.ip_network(n)
+    for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+
+
 def router(server: DnsServer, clock: Clock, **kwargs: Any) -> Router:
     routes = kwargs.pop("routes", {})
     kwargs.setdefault("resolver", server.resolver())
+    kwargs.setdefault("policy", DOCUMENTATION)
     return Router(routes, clock=clock, **kwargs)
 
 
