@@ -82,7 +82,11 @@ class Services:
     async def open(cls, config: Config, queue: Queue | None = None) -> Services:
         from dispatcher.engine.runtime import open_store
 
-        verp = Verp.from_file(config.verp.secret_file, config.verp.prefix)
+        verp = Verp.from_file(
+            config.verp.secret_file,
+            config.verp.prefix,
+            allow_insecure=config.security.allow_insecure_permissions,
+        )
         q = queue or await open_store(config)
         committer = EnqueueCommitter(q)
         committer.start()

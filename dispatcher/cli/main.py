@@ -379,7 +379,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
     config = load_config(args.file)
     if not args.skip_keys:
-        KeyStore.load(config.dkim)
+        KeyStore.load(config.dkim, allow_insecure=config.security.allow_insecure_permissions)
     print(
         f"{args.file}: ok ({len(config.accounts)} accounts, {len(config.pools)} pools, "
         f"{sum(len(p.ips) for p in config.pools)} source IPs, {len(config.dkim.keys)} DKIM keys)"

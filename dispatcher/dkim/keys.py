@@ -211,9 +211,13 @@ def check_key(cfg: DkimKeyConfig, key: PrivateKey) -> None:
         raise fail(".public_key", "the private key in the file does not match this public key")
 
 
+EXPOSED = stat.S_IRGRP | stat.S_IROTH
+
+
 def warn_if_exposed(cfg: DkimKeyConfig, mode: int) -> None:
-    """A private key readable by group or others is worth a warning (never the key itself)."""
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
+    """A private key readable by group or others, where [security] allows it, is worth a
+    warning (never the key itself)."""
+    if mode & EXPOSED:
         log.warning(
             "DKIM key file %s (%s selector %s) is readable by others than its owner "
             "(mode %03o); chmod 600 it",
@@ -224,9 +228,10 @@ def warn_if_exposed(cfg: DkimKeyConfig, mode: int) -> None:
         )
 
 
-def read_key(cfg: DkimKeyConfig) -> PrivateKey:
+def read_key(cfg: DkimKeyConfig, *, allow_insecure: bool = False) -> PrivateKey:
     """Read, parse and check the key file of `cfg`; DkimKeyError at `<key_path>.file` or
-    `.public_key`."""
+    `.public_key`. A file readable by group or others (its resolved target: secret mounts
+    are symlinks) is refused unless `allow_insecure` ([security] allow_insecure_permissions)."""
 
     def fail(reason: str) -> DkimKeyError:
         return DkimKeyError(
@@ -245,6 +250,11 @@ def read_key(cfg: DkimKeyConfig) -> PrivateKey:
         raise fail("key file not found") from None
     except OSError as e:
         raise fail(f"cannot read key file: {e.strerror}") from None
+    if mode & EXPOSED and not allow_insecure:
+        raise fail(
+            f"the key file is readable by group or others (mode {stat.S_IMODE(mode):03o}): "
+            "chmod 600 it, or set [security] allow_insecure_permissions = true"
+        )
     try:
         key = parse_key_bytes(data)
     except ValueError as e:

@@ -73,10 +73,11 @@ class KeyStore:
         self._by_domain = {d: (tuple(r), tuple(e)) for d, (r, e) in by_domain.items()}
 
     @classmethod
-    def load(cls, cfg: DkimConfig) -> KeyStore:
+    def load(cls, cfg: DkimConfig, *, allow_insecure: bool = False) -> KeyStore:
         """Parse and check every key of `cfg` (DkimKeyError, a ConfigError, naming the key
         path). With `cfg.create_missing`, absent key files are generated, but only after every
-        other key has passed its checks, so a bad config creates nothing."""
+        other key has passed its checks, so a bad config creates nothing. A key file readable
+        by group or others is refused unless `allow_insecure`."""
         check_layout(cfg.keys)
         parsed: dict[int, PrivateKey] = {}
         missing: list[int] = []
@@ -90,7 +91,7 @@ class KeyStore:
                     )
                 missing.append(i)
             else:
-                parsed[i] = read_key(k)
+                parsed[i] = read_key(k, allow_insecure=allow_insecure)
         for i in missing:
             k = cfg.keys[i]
             key = generate_key(k.key_type)

@@ -38,6 +38,7 @@ from dispatcher.engine.stop_points import reached
 from dispatcher.errors import MaildispatchError
 from dispatcher.message.verp import Verp
 from dispatcher.routing.router import Resolution, RouteKind, Router
+from dispatcher.smtp.reply import escape_for_log
 from dispatcher.telemetry.metrics import Metrics
 from ip_pools import PoolSet
 from ip_pools.automation import Action, Automation, AutomationEvent
@@ -631,7 +632,7 @@ class Engine:
                 work.pick.source.address,
                 attempt.mx_host,
                 result.code,
-                result.text[:120],
+                escape_for_log(result.text, 120),  # the server's words: no forged lines
             )
         if verdict not in (Verdict.DELIVERED, Verdict.RELEASED) and self.automation.rules:
             fired = self.automation.observe(
@@ -663,7 +664,13 @@ class Engine:
         """Record what automation did; a pause empties that (IP, provider) lane at once, so
         no MAIL for that provider is written from that IP after it fired."""
         for ev in events:
-            log.warning("automation: %s %s for %s %s", ev.kind, ev.ip, ev.provider, ev.reason)
+            log.warning(
+                "automation: %s %s for %s %s",
+                ev.kind,
+                ev.ip,
+                ev.provider,
+                escape_for_log(ev.reason),
+            )
             if self._outcomes is not None:
                 self._outcomes.add_event(Event(ev.kind, ev.at, ev.data()))
             if self.metrics is not None:

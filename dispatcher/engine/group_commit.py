@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 
 from dispatcher.engine.stop_points import reached
+from dispatcher.smtp.reply import escape_for_log
 from queues.protocol import Event, Lease, MessageState, OutcomeRecord, Queue
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,11 @@ class OutcomeWriter:
             except asyncio.CancelledError:
                 raise
             except _DATA_ERRORS as e:
-                log.warning("outcome batch of %d refused for its data (%s): split", len(batch), e)
+                log.warning(
+                    "outcome batch of %d refused for its data (%s): split",
+                    len(batch),
+                    escape_for_log(str(e)),
+                )
                 if not await self._write_apart(batch):
                     return False
                 if events and not await self._write_events_alone(events):
@@ -270,7 +275,11 @@ class OutcomeWriter:
         except asyncio.CancelledError:
             raise
         except _DATA_ERRORS as e:
-            log.error("%d events dropped: the queue refused them (%s)", len(events), e)
+            log.error(
+                "%d events dropped: the queue refused them (%s)",
+                len(events),
+                escape_for_log(str(e)),
+            )
         except Exception as e:
             self._failed(e)
             return False
@@ -319,7 +328,11 @@ class OutcomeWriter:
             # Not even the placeholder: drop it so the others go on; the message stays
             # under this lease until recovery settles it (ambiguous if it was committing).
             self.dropped += 1
-            log.error("outcome of %s dropped: the queue refused it (%s)", record.id, e)
+            log.error(
+                "outcome of %s dropped: the queue refused it (%s)",
+                record.id,
+                escape_for_log(str(e)),
+            )
             self._written([], 1)
             return True
         except Exception as e:
@@ -329,7 +342,7 @@ class OutcomeWriter:
         log.warning(
             "outcome of %s written with a placeholder text: the queue refused it (%s)",
             record.id,
-            error,
+            escape_for_log(str(error)),
         )
         self._written([stand_in], 1)
         return True

@@ -105,8 +105,9 @@ class Runtime:
         """Check keys, open the queue; `routes` adds route overrides (demo, bench, tests)."""
         if routes:
             config = replace(config, routes={**config.routes, **routes})
-        keys = KeyStore.load(config.dkim)
-        verp = Verp.from_file(config.verp.secret_file, config.verp.prefix)
+        insecure = config.security.allow_insecure_permissions
+        keys = KeyStore.load(config.dkim, allow_insecure=insecure)
+        verp = Verp.from_file(config.verp.secret_file, config.verp.prefix, allow_insecure=insecure)
         factory = MessageFactory.from_config(config, verp)
         queue = await open_store(config)
         return cls(config, queue, keys, verp, factory, Metrics())

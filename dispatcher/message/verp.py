@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import os
 import re
+import stat
 from pathlib import Path
 
 from dispatcher.config import ConfigError
@@ -61,21 +62,34 @@ class Verp:
         return f"Verp(prefix={self.prefix!r})"
 
     @classmethod
-    def from_file(cls, path: Path, prefix: str, *, create: bool = True) -> Verp:
-        """Load the secret from `path`; on first run create it (32 random bytes, mode 0600).
+    def from_file(
+        cls, path: Path, prefix: str, *, create: bool = True, allow_insecure: bool = False
+    ) -> Verp:
+        """Load the secret from `path`; on first run create it (32 random bytes, mode 0600,
+        its folder 0700).
 
         Creation is atomic (a private temporary file hard-linked into place), so processes
-        starting together agree on one secret.
+        starting together agree on one secret. A secret readable by group or others (its
+        resolved target: secret mounts are symlinks) is refused unless `allow_insecure`
+        ([security] allow_insecure_permissions): anyone reading it can forge bounces.
         """
         path = Path(path)
         try:
-            secret = path.read_bytes()
+            with open(path, "rb") as f:
+                mode = os.fstat(f.fileno()).st_mode
+                secret = f.read(SECRET_BYTES + 1)
         except FileNotFoundError:
             if not create:
                 raise VerpKeyError(path, reason="file not found") from None
-            secret = _create_secret(path)
+            secret, mode = _create_secret(path), 0o600
         except OSError as e:
             raise VerpKeyError(path, reason=f"cannot read: {e.strerror}") from None
+        if mode & (stat.S_IRGRP | stat.S_IROTH) and not allow_insecure:
+            raise VerpKeyError(
+                path,
+                reason=f"readable by group or others (mode {stat.S_IMODE(mode):03o}): chmod 600"
+                " it, or set [security] allow_insecure_permissions = true",
+            )
         if len(secret) != SECRET_BYTES:
             raise VerpKeyError(path, reason=f"expected {SECRET_BYTES} bytes, found {len(secret)}")
         return cls(secret, prefix)
@@ -139,7 +153,7 @@ def _b32(data: bytes) -> str:
 
 
 def _create_secret(path: Path) -> bytes:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     secret = os.urandom(SECRET_BYTES)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -9,6 +9,8 @@ taken up front, so two writers queue on the busy timeout instead of failing to u
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -123,7 +125,11 @@ class SqliteConnection:
         return self._conn
 
     def _connect(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # State folders 0700, the queue file 0600 (it holds every message body): created so
+        # before SQLite opens it, which gives its -wal and -shm files the same mode.
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         # isolation_level=None: no implicit transactions; we issue BEGIN IMMEDIATE ourselves.
         conn = sqlite3.connect(
             self.path,

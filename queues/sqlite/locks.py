@@ -35,7 +35,7 @@ class OwnLocks:
 
     def acquire(self, worker_id: str) -> Path:
         """Create and lock the worker's file; held until `release`."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.directory / f"{worker_id}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:

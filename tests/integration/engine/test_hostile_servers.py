@@ -33,6 +33,7 @@ from tests.support.smtp_server import (
 
 HOSTILE = ("hostile-a.example", "hostile-b.example")  # names are free: both point at one MX
 HEALTHY = "healthy.example"
+REPO = Path(__file__).resolve().parents[3]
 SOURCES = (("127.0.0.2", 1), ("127.0.0.3", 1), ("127.0.0.4", 1))
 
 
@@ -444,3 +445,42 @@ async def test_claims_pause_while_the_oldest_outcome_waits_too_long(
     recs = await rt.queue.get(ids)
     assert {r.state for r in recs} == {MessageState.DELIVERED}
     assert len(server.accepted()) == n  # each once
+
+
+# -- finding 2: the memory a worker reaches against an endless reply ----------------------
+
+
+async def _peak_rss_kib(tmp: Path, server: SmtpServer, n: int, client: str) -> tuple[int, int]:
+    """(resident size when dispatching starts, peak while dispatching) of a worker, KiB."""
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.integration.engine.rss_child", str(tmp), str(server.port),
+        str(n), client, cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    before, after = (int(x) for x in out.split()[-2:])
+    return before, after
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("client", ["pipelining", "aiosmtplib"])
+async def test_a_worker_stays_small_against_an_endless_reply(
+    smtp_server: ServerFactory, tmp_path: Path, client: str
+) -> None:
+    """Before issue 10 the pipelining client grew from 24 MB to 326 MB in two seconds on a
+    server streaming `250-x...`; now a reply is cut at 32 KB / 100 lines. Compared with
+    the same worker against a healthy server (figures printed: peak RSS, KiB)."""
+    endless = await smtp_server(Behaviour(), ehlo=Endless(), mail=Endless(), dot=Endless())
+    healthy = await smtp_server()
+    start, peak = await _peak_rss_kib(tmp_path / "endless", endless, 20, client)
+    base_start, base = await _peak_rss_kib(tmp_path / "healthy", healthy, 20, client)
+    print(
+        f"peak RSS {client}: endless {peak} KiB (from {start}), "
+        f"healthy {base} KiB (from {base_start})"
+    )
+    assert sum(c.closed for c in endless.sessions) >= 3  # it streamed, the client hung up
+    # The endless server costs no more than a few MB over the healthy one (it was 300 MB).
+    assert peak - start < (base - base_start) + 16 * 1024, (start, peak, base_start, base)

@@ -264,7 +264,7 @@ def test_layout_errors(tmp_path: Path, rsa_key: rsa.RSAPrivateKey) -> None:
     assert load_error(ed_only).key_path == "dkim.keys[1].type"
 
 
-def test_world_readable_key_warns_without_the_key(
+def test_world_readable_key_is_refused_or_with_allow_insecure_warns_without_the_key(
     tmp_path: Path, rsa_key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture
 ) -> None:
     data = pem(rsa_key)
@@ -273,7 +273,22 @@ def test_world_readable_key_warns_without_the_key(
     caplog.set_level(logging.WARNING)
     KeyStore.load(config(tmp_path, [entry("a.example", "s1", private)]).dkim)
     assert not caplog.records
-    KeyStore.load(config(tmp_path, [entry("a.example", "s1", exposed)]).dkim)
+    # Issue 10: refused at load unless [security] allow_insecure_permissions.
+    refused = load_error(config(tmp_path, [entry("a.example", "s1", exposed)]))
+    assert refused.key_path == "dkim.keys[0].file"
+    assert "readable by group or others (mode 644)" in str(refused)
+    assert "allow_insecure_permissions" in str(refused)
+    # Checked on the resolved target: a mounted secret is a symlink (its own mode 0777).
+    link_ok = tmp_path / "link-ok.pem"
+    link_ok.symlink_to(private)
+    KeyStore.load(config(tmp_path, [entry("a.example", "s1", link_ok)]).dkim)
+    link_bad = tmp_path / "link-bad.pem"
+    link_bad.symlink_to(exposed)
+    assert load_error(config(tmp_path, [entry("a.example", "s1", link_bad)])).key_path == (
+        "dkim.keys[0].file"
+    )
+    assert not caplog.records
+    KeyStore.load(config(tmp_path, [entry("a.example", "s1", exposed)]).dkim, allow_insecure=True)
     assert len(caplog.records) == 1
     text = caplog.text
     assert "exposed.pem" in text and "644" in text

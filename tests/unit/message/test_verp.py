@@ -123,6 +123,7 @@ def test_from_file_missing_without_create(tmp_path: Path) -> None:
 def test_from_file_refuses_wrong_length(tmp_path: Path) -> None:
     path = tmp_path / "verp.key"
     path.write_bytes(b"x" * 31)
+    path.chmod(0o600)  # private, as a secret must be (else that is the refusal)
     with pytest.raises(VerpKeyError) as info:
         Verp.from_file(path, "b")
     assert "31" in str(info.value)
