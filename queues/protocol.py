@@ -347,7 +347,15 @@ class AttemptRecord:
 
 @runtime_checkable
 class Queue(Protocol):
-    """What every backend provides. All methods are coroutines; none blocks the loop."""
+    """What every backend provides. All methods are coroutines; none blocks the loop.
+
+    A store that cannot be reached raises `QueueUnavailable` (`QueueTimeout` when it did not
+    answer in time); the engine pauses claims on it and keeps outcomes buffered.
+    """
+
+    # A worker whose heartbeat stops this long loses its messages to recovery; the engine
+    # renews well within it.
+    lease_ttl: float
 
     async def open(self) -> None:
         """Create or migrate the schema as needed and open connections."""
@@ -385,6 +393,19 @@ class Queue(Protocol):
         """Claim up to `limit` due messages (queued or deferred with due_at <= now),
         ordered by priority (higher first) then due time; they become `sending`.
         Messages whose stored provider matches a `skip` entry are left waiting."""
+
+    async def release_unheld(self, lease: Lease, held: Sequence[str]) -> int:
+        """Requeue the `sending` messages of `lease` not in `held`; returns how many.
+
+        For a worker whose claim raised `QueueUnavailable`: the claim may have committed
+        with its reply lost, leaving messages `sending` under a lease that stays alive (so
+        recovery never takes them). Not an attempt; `committing` ones are left alone."""
+
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 (a poll period)
+        """Sleep until new work may be due, at most `timeout` seconds (the poll fallback).
+
+        May return early (PostgreSQL: a notification from an enqueue or recovery on any
+        node, or at once after its listener reconnected); never raises for an outage."""
 
     async def mark_committing(self, lease: Lease, ids: Sequence[str]) -> set[str]:
         """Compare-and-set `sending` -> `committing` for messages held under `lease`.

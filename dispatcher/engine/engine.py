@@ -47,7 +47,7 @@ from ip_pools.counters import ANY_PROVIDER
 from ip_pools.model import SENDING_STATES
 from ip_pools.pools import NoSourceAvailable
 from ip_pools.providers import site_key
-from queues.errors import LeaseLost
+from queues.errors import LeaseLost, QueueUnavailable
 from queues.protocol import (
     ClaimedMessage,
     Event,
@@ -294,22 +294,13 @@ class Engine:
             except LeaseLost:
                 log.error("lease %s/%d was taken over: stopping", lease.worker_id, lease.epoch)
                 return
-            except (ConnectionError, OSError, TimeoutError) as e:
-                # The queue is unreachable: stop claiming, keep outcomes buffered, retry.
+            except QueueUnavailable as e:
+                # The queue is unreachable: stop claiming, keep outcomes buffered, retry. A
+                # claim whose reply was lost may have committed: what it took is released
+                # (release_unheld) before the next claim.
                 self._claim_uncertain = True
                 if backoff == 0.0:
                     log.warning("queue unavailable (%s): claims paused, retrying", e)
-                backoff = min(max(backoff * 2, 0.1), 5.0)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=backoff)
-                continue
-            except Exception:
-                # A driver error the backend did not translate (seen: asyncpg's "another
-                # operation is in progress" during a server restart). Messages it claimed
-                # stay `sending` under this lease; recovery settles them if we die.
-                self._claim_uncertain = True
-                if backoff == 0.0:
-                    log.exception("claim failed: claims paused, retrying")
                 backoff = min(max(backoff * 2, 0.1), 5.0)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=backoff)
@@ -332,11 +323,9 @@ class Engine:
         """One claim round; True when a drain run is finished."""
         assert self._outcomes is not None
         if self._claim_uncertain:
-            release = getattr(self.queue, "release_unheld", None)
-            if release is not None:
-                released = await release(lease, list(self._held))
-                if released:
-                    log.warning("released %d messages claimed by a lost reply", released)
+            released = await self.queue.release_unheld(lease, list(self._held))
+            if released:
+                log.warning("released %d messages claimed by a lost reply", released)
             self._claim_uncertain = False
         want = min(batch_size, high_water - self._inflight)
         messages = await self.queue.claim(lease, want, self.clock())
@@ -362,14 +351,12 @@ class Engine:
     async def _wait_for_work(self, stop: asyncio.Event) -> None:
         poll = self.config.dispatch.poll_interval
         if self._inflight:
-            poll = min(poll, 0.02)
-        waiter = getattr(self.queue, "wait_for_work", None)
-        if waiter is None or self._inflight:
+            # Sessions in flight free room soon: poll briskly rather than wait to be woken.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=poll)
+                await asyncio.wait_for(stop.wait(), timeout=min(poll, 0.02))
             return
         # Woken by new work, the poll interval, or the stop flag, whichever comes first.
-        work = asyncio.ensure_future(waiter(poll))
+        work = asyncio.ensure_future(self.queue.wait_for_work(poll))
         stopped = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait(
@@ -736,7 +723,7 @@ class Engine:
 
     async def _heartbeat(self, lease: Lease, stop: asyncio.Event) -> None:
         # Renew well within the backend's lease time-to-live.
-        interval = float(getattr(self.queue, "lease_ttl", 30.0)) / 3
+        interval = self.queue.lease_ttl / 3
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
@@ -744,7 +731,7 @@ class Engine:
                 return
             try:
                 alive = await self.queue.heartbeat(lease)
-            except Exception as e:
+            except QueueUnavailable as e:
                 log.warning("heartbeat failed: %s", e)
                 continue
             if not alive:
@@ -769,7 +756,7 @@ class Engine:
                 if self.metrics is not None:
                     self.metrics.queue_depth.set(await self.queue.active_count())
                     self.metrics.held.set(await self.queue.held_count())
-            except Exception as e:
+            except QueueUnavailable as e:
                 log.warning("recovery pass failed: %s", e)
             self._prune_lanes()
             ticked = self.automation.tick(self.clock())

@@ -1,7 +1,7 @@
-"""Loads the backend's SQL from the `.sql` files beside it (read once, at import).
+"""The PostgreSQL backend's SQL from the `.sql` files beside it (read once, at import).
 
-`queries.sql` is split on `-- name: <query>` lines; migrations are `migrations/NNNN_*.sql`,
-applied in the order of their number.
+Named statements through `queues.sql` (the loader both backends use); migrations are
+`migrations/NNNN_*.sql`, applied in the order of their number.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-_NAME = re.compile(r"^-- name: ([a-z_]+)\s*$", re.MULTILINE)
+from queues.sql import NamedQueries, load_queries
+
 _MIGRATION = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
@@ -21,13 +22,6 @@ class Migration:
     version: int
     name: str
     sql: str
-
-
-def _load_queries(filename: str = "queries.sql") -> dict[str, str]:
-    text = resources.files(__package__).joinpath(filename).read_text("utf-8")
-    parts = _NAME.split(text)
-    # parts = [preamble, name1, body1, name2, body2, ...]
-    return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def _load_migrations() -> tuple[Migration, ...]:
@@ -46,11 +40,11 @@ def _load_migrations() -> tuple[Migration, ...]:
     return tuple(found)
 
 
-QUERIES: dict[str, str] = _load_queries()
-ACCOUNT_QUERIES: dict[str, str] = _load_queries("accounts.sql")
-REPORT_QUERIES: dict[str, str] = _load_queries("reports.sql")
-SUPPRESSION_QUERIES: dict[str, str] = _load_queries("suppressions.sql")
-DELIVERABILITY_QUERIES: dict[str, str] = _load_queries("deliverability.sql")
+QUERIES: NamedQueries = load_queries(__package__, "queries.sql")
+ACCOUNT_QUERIES: NamedQueries = load_queries(__package__, "accounts.sql")
+REPORT_QUERIES: NamedQueries = load_queries(__package__, "reports.sql")
+SUPPRESSION_QUERIES: NamedQueries = load_queries(__package__, "suppressions.sql")
+DELIVERABILITY_QUERIES: NamedQueries = load_queries(__package__, "deliverability.sql")
 MIGRATIONS: tuple[Migration, ...] = _load_migrations()
 LATEST_VERSION: int = MIGRATIONS[-1].version
 KNOWN_VERSIONS: frozenset[int] = frozenset(m.version for m in MIGRATIONS)

@@ -191,6 +191,18 @@ class SqliteQueue:
             partial(delivery.claim, lease=lease, limit=limit, now=now, skip=list(skip))
         )
 
+    async def release_unheld(self, lease: Lease, held: Sequence[str]) -> int:
+        """Requeue `sending` messages of `lease` not in `held` (see the Queue protocol). A
+        local claim whose transaction failed committed nothing; this is for the contract."""
+        return await self._db.write(
+            partial(delivery.release_unheld, lease=lease, held=list(held), now=time.time())
+        )
+
+    async def wait_for_work(self, timeout: float) -> None:  # noqa: ASYNC109 (a poll period)
+        """Sleep `timeout` seconds: processes sharing a SQLite file have no notifications,
+        so the poll interval is the wait."""
+        await asyncio.sleep(timeout)
+
     async def mark_committing(self, lease: Lease, ids: Sequence[str]) -> set[str]:
         """The committing compare-and-set; committed (durable) before it returns."""
         if not ids:

@@ -18,9 +18,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from queues.errors import InvalidQueueInput, QueueClosed, QueueError
+from queues.errors import InvalidQueueInput, QueueClosed, QueueError, QueueUnavailable
 
 T = TypeVar("T")
+
+# SQLite result codes that say the store cannot be used right now (QueueUnavailable.code).
+_UNAVAILABLE = {
+    "SQLITE_BUSY": "busy",
+    "SQLITE_LOCKED": "busy",
+    "SQLITE_FULL": "disk_full",
+    "SQLITE_CANTOPEN": "cannot_open",
+    "SQLITE_IOERR": "io_error",
+}
 
 SYNCHRONOUS_MODES = frozenset({"FULL", "NORMAL", "EXTRA"})
 
@@ -114,10 +123,18 @@ class SqliteConnection:
                 executor.submit(self._wal_checkpoint)
         return result
 
-    def _submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+    async def _submit(self, fn: Callable[[], T]) -> T:
         if self._executor is None:
             raise QueueClosed("the SQLite queue is not open")
-        return asyncio.wrap_future(self._executor.submit(fn))
+        try:
+            return await asyncio.wrap_future(self._executor.submit(fn))
+        except sqlite3.OperationalError as e:
+            # The file, not the statement: busy past busy_timeout, I/O, disk full.
+            primary = "_".join(str(getattr(e, "sqlite_errorname", "")).split("_")[:2])
+            code = _UNAVAILABLE.get(primary)  # SQLITE_BUSY_SNAPSHOT -> SQLITE_BUSY
+            if code is None:
+                raise
+            raise QueueUnavailable(f"SQLite queue {self.path}: {e}", code=code) from e
 
     def _require(self) -> sqlite3.Connection:
         if self._conn is None:

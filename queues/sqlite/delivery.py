@@ -111,6 +111,12 @@ def mark_committing(
     return {row[0] for row in conn.execute(Q.mark_committing, args)}
 
 
+def release_unheld(conn: sqlite3.Connection, lease: Lease, held: Sequence[str], now: float) -> int:
+    """Requeue `sending` messages of `lease` not in `held`; how many."""
+    args = (lease.worker_id, lease.epoch, json.dumps(list(held)), now)
+    return conn.execute(Q.release_unheld, args).rowcount
+
+
 def check_outcomes(outcomes: Sequence[OutcomeRecord]) -> None:
     """Refuse the batch when any outcome is malformed (before anything is written)."""
     for outcome in outcomes:

@@ -118,6 +118,14 @@ SET state = 'failed', updated_at = ?1,
                            ELSE 'expired; last reply: ' || last_reply_text END
 WHERE seq = ?2;
 
+-- name: release_unheld
+-- ?1 worker, ?2 epoch, ?3 JSON array of the ids the worker holds, ?4 now. Messages claimed
+-- under the lease that the worker does not know of go back to the queue. Only `sending`: a
+-- committing one may have reached the dot.
+UPDATE messages SET state = 'queued', worker_id = NULL, lease_epoch = NULL, updated_at = ?4
+WHERE state = 'sending' AND worker_id = ?1 AND lease_epoch = ?2
+  AND id NOT IN (SELECT value FROM json_each(?3));
+
 -- name: mark_committing
 -- The compare-and-set: only messages still `sending` under this exact worker and epoch.
 UPDATE messages SET state = 'committing', updated_at = ?4

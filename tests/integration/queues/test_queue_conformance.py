@@ -364,6 +364,45 @@ async def test_live_worker_is_not_recovered(make_queue: MakeQueue) -> None:
     assert await worker.mark_committing(lease, [m.id]) == {m.id}
 
 
+async def test_release_unheld_requeues_only_sending_not_held(make_queue: MakeQueue) -> None:
+    """After a claim whose reply was lost: what the worker does not hold goes back, unstarted;
+    what it holds, what is committing and another lease's messages stay."""
+    worker, other = await make_queue(), await make_queue()
+    now = time.time()
+    held, lost, committing, others = message(), message(), message(), message()
+    await worker.enqueue_many([held, lost, committing])
+    lease = await worker.register_worker()
+    assert len(await worker.claim(lease, 10, now)) == 3
+    assert await worker.mark_committing(lease, [committing.id]) == {committing.id}
+    await other.enqueue_many([others])
+    other_lease = await other.register_worker()
+    assert [c.id for c in await other.claim(other_lease, 10, now)] == [others.id]
+
+    assert await worker.release_unheld(lease, [held.id]) == 1
+    got = await states(worker, [held.id, lost.id, committing.id, others.id])
+    assert got == {
+        held.id: MessageState.SENDING,
+        lost.id: MessageState.QUEUED,
+        committing.id: MessageState.COMMITTING,
+        others.id: MessageState.SENDING,
+    }
+    assert await worker.release_unheld(lease, [held.id]) == 0
+    again = await worker.claim(lease, 10, now)
+    assert [(c.id, c.attempts) for c in again] == [(lost.id, 0)]  # not an attempt
+    assert await worker.mark_committing(lease, [held.id, lost.id]) == {held.id, lost.id}
+
+
+async def test_wait_for_work_returns_within_its_timeout(queue: Queue) -> None:
+    # Bounded by its timeout whatever the backend (the outer bound only catches a hang).
+    for _ in range(3):
+        await asyncio.wait_for(queue.wait_for_work(0.05), timeout=10.0)
+
+
+async def test_lease_ttl_is_the_configured_one(make_queue: MakeQueue) -> None:
+    assert (await make_queue(lease_ttl=7.5)).lease_ttl == 7.5
+    assert (await make_queue()).lease_ttl > 0
+
+
 async def test_recover_requeues_sending_and_holds_committing(make_queue: MakeQueue) -> None:
     worker, rescuer = await make_queue(), await make_queue()
     now = time.time()

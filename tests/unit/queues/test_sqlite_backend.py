@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import pytest
 
 from queues import open_queue
-from queues.errors import InvalidQueueInput, LeaseLost
+from queues.errors import InvalidQueueInput, LeaseLost, QueueUnavailable
 from queues.protocol import HeldFilter, HeldReason, MessageState
 from queues.sqlite.backend import SqliteQueue
 from queues.sqlite.locks import lock_dir
@@ -288,3 +288,29 @@ async def test_a_file_from_before_held_mail_gets_its_columns_on_open(tmp_path: P
     q = SqliteQueue(path)
     await q.open()
     await q.close()
+
+
+async def test_a_locked_file_is_queue_unavailable_and_nothing_is_stored(tmp_path: Path) -> None:
+    """Busy past busy_timeout is the store being unavailable (the engine pauses claims on
+    it), not a driver error."""
+    q = SqliteQueue(tmp_path / "queue.db", busy_timeout=0.05)
+    await q.open()
+    other = sqlite3.connect(tmp_path / "queue.db", isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        m = message()
+        with pytest.raises(QueueUnavailable) as err:
+            await q.enqueue_many([m])
+        assert err.value.code == "busy"
+        assert isinstance(err.value, ConnectionError)
+        other.execute("ROLLBACK")
+        assert await q.get([m.id]) == []
+        assert [r.created for r in await q.enqueue_many([m])] == [True]
+    finally:
+        other.close()
+        await q.close()
+
+
+async def test_a_bad_statement_is_not_queue_unavailable(queue: SqliteQueue) -> None:
+    with pytest.raises(sqlite3.OperationalError):
+        await queue._db.run(lambda conn: conn.execute("SELECT * FROM no_such_table"))
