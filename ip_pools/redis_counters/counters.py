@@ -679,6 +679,11 @@ class RedisCounters:
         if await self.link.command(
             "SET", self.keys.rebuild_lock, self.worker_id, "NX", "PX", self._lock_ms()
         ):
+            # Another worker may have finished a rebuild between our read and the lock.
+            now_state = await self.link.command("HGET", self.keys.coord, "state")
+            if now_state == "ready":
+                await self.link.command("DEL", self.keys.rebuild_lock)
+                return False
             await self._full_rebuild()
         return False
 
