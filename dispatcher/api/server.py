@@ -27,6 +27,7 @@ def uvicorn_config(config: Config, listen: str | None = None) -> uvicorn.Config:
         http="httptools",
         lifespan="on",
         access_log=False,
+        log_config=None,  # uvicorn's lines go through the root logger: one format
         timeout_keep_alive=30,
         timeout_graceful_shutdown=int(config.dispatch.shutdown_timeout),
         server_header=False,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple, TypeVar
 
 from dispatcher.config import Config, ConfigError, load_config
+from dispatcher.telemetry.logs import configure_logging
 from queues.accounts import AccountError
 from queues.errors import QueueError
 
@@ -41,7 +42,9 @@ def _find_config(path: str | None) -> Path:
 
 
 def _load(path: str | None) -> Config:
-    return load_config(_find_config(path))
+    config = load_config(_find_config(path))
+    configure_logging(config.log)
+    return config
 
 
 def _watched(task: asyncio.Task[Any]) -> None:
@@ -647,11 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # aiosmtpd logs every connection at INFO: far too much for a sink under load.
-    logging.getLogger("mail.log").setLevel(logging.WARNING)
+    configure_logging()  # [log]'s defaults until a command reads its config
     if args_list[:1] == ["bench"]:
         return cmd_bench(args_list[1:])
     parser = build_parser()
