@@ -10,7 +10,9 @@ Pure decisions over `Counters` (see `ip_pools.counters` for their semantics):
 - `open_session(pool, route_key, holder, now)` chooses the IP for a new session by smooth
   weighted rotation among the pool's IPs that have room now (spill: an IP at its cap or
   rate is skipped and the others share its traffic by weight) and holds one of the IP's
-  connection slots for that provider. When none has room it follows the pool's `overflow`
+  connection slots for that provider: the heaviest IP with room may hold all `connections`,
+  a lighter one its weight's share of them (so weights steer sessions, hence traffic).
+  When none has room it follows the pool's `overflow`
   ("wait", or another pool) and otherwise says when to ask again.
 
 Tokens are taken `token_batch` at a time and kept for `token_hold` seconds, so that a remote
@@ -24,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ip_pools.counters import (
@@ -34,7 +36,7 @@ from ip_pools.counters import (
     rate_key,
     slot_key,
 )
-from ip_pools.model import OVERFLOW_WAIT, IpState, PoolSpec, SourceIp
+from ip_pools.model import OVERFLOW_WAIT, SENDING_STATES, IpState, PoolSpec, SourceIp
 from ip_pools.providers import ProviderMap
 from ip_pools.rates import Rate
 from ip_pools.shaping import Shaping, ShapingRule
@@ -148,6 +150,8 @@ class Admission:
         token_batch: int = 1,
         token_hold: float = 0.0,
         slot_ttl: float = 60.0,
+        rate_factor: Callable[[str, str, float], float] | None = None,
+        paused_until: Callable[[str, str, float], float] | None = None,
     ) -> None:
         if not 0.0 < share <= 1.0:
             raise ValueError("share must be in (0, 1]")
@@ -157,6 +161,11 @@ class Admission:
         self.token_batch = max(1, token_batch)
         self.token_hold = token_hold
         self.slot_ttl = slot_ttl
+        # Automation's "slow": the share of the shaping rate an (IP, provider) may use now.
+        self.rate_factor = rate_factor
+        self._slowed: dict[tuple[Rate, float], Rate] = {}
+        # Pauses known here before the counters have them (automation's, as they fire).
+        self.local_pause = paused_until
         self._pools = {p.name: p for p in policy.pools}
         self._ips: dict[str, SourceIp] = {ip.address: ip for p in policy.pools for ip in p.ips}
         self._rules: dict[str, ShapingRule] = {}
@@ -166,6 +175,25 @@ class Admission:
         self._rotations: dict[tuple[str, str], _SmoothWeighted] = {}
         self._progress: dict[str, WarmupProgress] = {}
         self._progress_changed: dict[str, WarmupProgress] = {}
+
+    def replace_policy(self, policy: Policy) -> None:
+        """A reloaded config: new rules from now on; counts, tokens, slots and warmup
+        progress are kept (they are about the IPs, not the config)."""
+        self.policy = policy
+        self._pools = {p.name: p for p in policy.pools}
+        self._ips = {ip.address: ip for p in policy.pools for ip in p.ips}
+        self._rules.clear()
+        self._rotations.clear()
+
+    def capacity(self, pool: str | None, route_key: str) -> float:
+        """Messages per second the pool's sending IPs may carry to `route_key` by their rates
+        (math.inf when one has no rate); caps and pauses aside. Sizes ready queues."""
+        spec = self.pool(pool)
+        rate = self.rule(route_key).rate
+        sending = [ip for ip in spec.ips if ip.weight > 0 and ip.state in SENDING_STATES]
+        if rate is None:
+            return math.inf if sending else 0.0
+        return len(sending) * rate.count / rate.per
 
     # -- rules and state --------------------------------------------------------------------
 
@@ -221,6 +249,10 @@ class Admission:
         changes, self._progress_changed = self._progress_changed, {}
         return changes
 
+    def mark_progress_changed(self, address: str, progress: WarmupProgress) -> None:
+        """Keep `progress` in the changes to save (a save that failed)."""
+        self._progress_changed.setdefault(address, progress)
+
     async def _current_progress(
         self, ip: SourceIp, schedule: WarmupSchedule, now: float
     ) -> WarmupProgress:
@@ -265,6 +297,21 @@ class Admission:
             self._scaled(schedule.provider_cap(p.day, route_key)),
         )
 
+    def _rate(self, address: str, route_key: str, now: float) -> Rate | None:
+        """The rate of (IP, provider) now: the rule's, times automation's slow factor."""
+        rate = self.rule(route_key).rate
+        if rate is None or self.rate_factor is None:
+            return rate
+        factor = self.rate_factor(address, route_key, now)
+        if factor >= 1.0:
+            return rate
+        factor = round(max(factor, 0.01), 3)  # few distinct rates, cached
+        slowed = self._slowed.get((rate, factor))
+        if slowed is None:
+            slowed = Rate(rate.count * factor, rate.per, rate.burst)
+            self._slowed[(rate, factor)] = slowed
+        return slowed
+
     # -- decisions --------------------------------------------------------------------------
 
     async def _blocked(self, ip: SourceIp, route_key: str, now: float) -> Decision | None:
@@ -274,6 +321,8 @@ class Admission:
         until = await self.counters.paused_until(
             [pause_key(ip.address), pause_key(ip.address, route_key)], now
         )
+        if self.local_pause is not None:
+            until = max(until, self.local_pause(ip.address, route_key, now))
         if until > now:
             return Decision(False, until, Reason.PAUSED)
         schedule = self.schedule(ip)
@@ -302,7 +351,7 @@ class Admission:
         blocked = await self._blocked(ip, route_key, now)
         if blocked is not None:
             return blocked
-        rate = self.rule(route_key).rate
+        rate = self._rate(ip.address, route_key, now)
         if rate is not None:
             rkey = rate_key(ip.address, route_key)
             tokens = self._tokens.get(rkey)
@@ -321,7 +370,7 @@ class Admission:
         blocked = await self._blocked(ip, route_key, now)
         if blocked is not None:
             return blocked
-        rate = self.rule(route_key).rate
+        rate = self._rate(address, route_key, now)
         rkey = rate_key(address, route_key)
         if rate is not None:
             tokens = self._tokens.get(rkey)
@@ -435,12 +484,16 @@ class Admission:
                 eligible.append(i)
             elif d.retry_at < retry_at:
                 retry_at, reason = d.retry_at, d.reason
+        heaviest = max((spec.ips[i].weight for i in eligible), default=1)
         while eligible:
             picked = rotation.pick(eligible)
             assert picked is not None
             ip = spec.ips[picked]
             key = slot_key(ip.address, route_key)
-            if await self.counters.acquire_slot(key, rule.connections, holder, self.slot_ttl, now):
+            # Weights share the provider's sessions: the heaviest IP with room may use all
+            # its connections, a lighter one its weight's share of them.
+            limit = max(1, math.ceil(rule.connections * ip.weight / heaviest))
+            if await self.counters.acquire_slot(key, limit, holder, self.slot_ttl, now):
                 return Choice(ip, spec.name, now, Reason.OK)
             eligible.remove(picked)
             # A slot frees when a session ends; ask again soon rather than never.

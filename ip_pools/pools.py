@@ -48,6 +48,13 @@ class Pool:
                 raise NoSourceAvailable(f"pool {self.spec.name}: every IP is paused for this")
         return Pick(pool=self.spec.name, source=source, domain=self._domains.next())
 
+    def pick_domain(self) -> PlatformDomain:
+        """The platform domain the next message of this pool goes out with (its source IP is
+        admission's choice, made when a session takes it). NoSourceAvailable when none."""
+        if self._domains is None:
+            raise NoSourceAvailable(f"pool {self.spec.name}: no platform domain takes new mail")
+        return self._domains.next()
+
 
 class PoolSet:
     """All pools by name."""
@@ -62,6 +69,15 @@ class PoolSet:
         """Pick for the named pool (the first pool when None). KeyError for an unknown pool,
         NoSourceAvailable when no IP of it may take the message."""
         return self._pools[pool or self.default].pick(blocked)
+
+    def spec(self, pool: str | None) -> PoolSpec:
+        """The named pool's spec (the first when None); KeyError for an unknown pool."""
+        return self._pools[pool or self.default].spec
+
+    def pick_domain(self, pool: str | None) -> PlatformDomain:
+        """The next platform domain of the named pool (the first when None); KeyError for an
+        unknown pool, NoSourceAvailable when none of its domains takes new mail."""
+        return self._pools[pool or self.default].pick_domain()
 
     def names(self) -> list[str]:
         return list(self._pools)

@@ -30,6 +30,11 @@ class DispatchConfig:
     mx_address_share: float = 0.5
     # Claims pause while the oldest outcome not yet written is older than this.
     max_outcome_age: float = 5.0
+    # Admission: how long mail may wait in memory for its provider to admit it before it goes
+    # back to the store with its due time (no attempt counted), and the most messages one
+    # provider's ready queue holds (fewer for a throttled one: its rate times admission_wait).
+    admission_wait: float = 5.0
+    ready_max: int = 1000
 
     @property
     def mx_address_cap(self) -> int:
@@ -55,6 +60,8 @@ SECTION = Section(
         "sessions_per_mx_address",
         "mx_address_share",
         "max_outcome_age",
+        "admission_wait",
+        "ready_max",
     ),
 )
 
@@ -87,6 +94,8 @@ def parse_dispatch(t: Table) -> DispatchConfig:
         ),
         mx_address_share=t.number("mx_address_share", base.mx_address_share),
         max_outcome_age=t.duration("max_outcome_age", base.max_outcome_age),
+        admission_wait=t.duration("admission_wait", base.admission_wait),
+        ready_max=t.integer("ready_max", base.ready_max, minimum=1),
     )
     if not 0.0 < dispatch.mx_address_share <= 1.0:
         raise ConfigError(field="dispatch.mx_address_share", reason="must be above 0 and at most 1")

@@ -34,19 +34,23 @@ from dispatcher.engine.coordination import Coordination, open_coordination
 from dispatcher.engine.group_commit import MarkWriter, OutcomeWriter
 from dispatcher.engine.lane import Attempt, Lane, LaneSettings, Work
 from dispatcher.engine.outcomes import Classifier, Verdict
+from dispatcher.engine.ready import ReadyQueue
+from dispatcher.engine.scheduler import LaneGate, ProviderScheduler
 from dispatcher.engine.stop_points import reached
 from dispatcher.errors import MaildispatchError
 from dispatcher.message.verp import Verp
 from dispatcher.routing.router import Resolution, RouteKind, Router
 from dispatcher.smtp.reply import escape_for_log
 from dispatcher.telemetry.metrics import Metrics
-from ip_pools import PoolSet
+from ip_pools import Admission, Pick, Policy, PoolSet, ProviderMap, SourceIp, WarmupProgress
 from ip_pools.automation import Action, Automation, AutomationEvent
 from ip_pools.categories import Category
-from ip_pools.counters import ANY_PROVIDER
+from ip_pools.counters import ANY_PROVIDER, LocalCounters, count_key
 from ip_pools.model import SENDING_STATES
 from ip_pools.pools import NoSourceAvailable
 from ip_pools.providers import site_key
+from ip_pools.warmup import DAY, utc_day
+from queues.deliverability import WarmupRecord
 from queues.errors import LeaseLost, QueueUnavailable
 from queues.protocol import (
     ClaimedMessage,
@@ -124,7 +128,8 @@ class Engine:
         # Sessions per resolved MX address, across lanes (a share of max_sessions at most).
         self.address_slots = AddressSlots(config.dispatch.mx_address_cap)
         self._ambiguous_policy = {name: s.ambiguous for name, s in config.streams.items()}
-        self._lanes: dict[tuple[str, str], Lane] = {}
+        self._lanes: dict[tuple[str, ...], Lane] = {}
+        self._session_slots: asyncio.Semaphore | None = None
         self._sign_pool: ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._inflight = 0
@@ -143,6 +148,10 @@ class Engine:
         self.mails_after_stop = 0
         # The deliverability counters ([coordination]); opened at run() once registered.
         self.coordination: Coordination | None = None
+        # Admission over those counters, and the ready queues per provider it feeds.
+        self.providers = ProviderMap(config.providers)
+        self.admission: Admission | None = None
+        self.scheduler: ProviderScheduler | None = None
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -162,11 +171,13 @@ class Engine:
         lease = await self.queue.register_worker()
         self._lease = lease
         await self._open_coordination(lease.worker_id)
+        await self._open_admission(lease.worker_id)
         self._marks = MarkWriter(self.queue, lease, self.config.dispatch.mark_interval)
         self._outcomes = OutcomeWriter(
             self.queue, lease, self.config.dispatch.outcome_interval, on_applied=self._applied
         )
         slots = asyncio.Semaphore(self.config.dispatch.max_sessions)
+        self._session_slots = slots
         self._sign_pool = ThreadPoolExecutor(1, thread_name_prefix="dkim-sign")
         side = {
             asyncio.create_task(self._marks.run(), name="mark-writer"),
@@ -217,6 +228,99 @@ class Engine:
         if self.metrics is not None:
             self.metrics.readiness["coordination"] = self.coordination.readiness
 
+    def _policy(self, config: Config) -> Policy:
+        return Policy(
+            pools=config.pools,
+            providers=ProviderMap(config.providers),
+            shaping=config.shaping,
+            schedules=config.warmup,
+        )
+
+    async def _open_admission(self, worker_id: str) -> None:
+        """Admission over the coordination's counters; warmup progress and (in-process
+        counters) the day's counts from the store, so caps hold across restarts."""
+        coord = self.coordination
+        assert coord is not None
+        d = self.config.dispatch
+        self.admission = Admission(
+            self._policy(self.config),
+            coord.counters,
+            share=coord.share,
+            # A session holds its slot for its life (at most session_deadline), renewed never.
+            slot_ttl=self._settings.session_deadline + 60.0,
+            rate_factor=self.automation.rate_factor,
+            paused_until=self.automation.paused_until,
+        )
+        self.scheduler = ProviderScheduler(
+            self.admission,
+            clock=self.clock,
+            make_lane=self._gated_lane,
+            not_now=self._not_now,
+            spawn=self._spawn,
+            wait=d.admission_wait,
+            ready_max=d.ready_max,
+            holder_prefix=worker_id,
+            max_sessions=d.max_sessions,
+            site_full=self._site_full,
+        )
+        await self._load_warmup()
+
+    async def _load_warmup(self) -> None:
+        assert self.admission is not None and self.coordination is not None
+        try:
+            records = await self.queue.warmup_progress()
+        except Exception as e:  # the store's trouble: start from the config, log it
+            log.warning("warmup progress not read (%s): IPs start at their configured day", e)
+            return
+        schedule_of = {
+            ip.address: ip.warmup.schedule
+            for pool in self.config.pools
+            for ip in pool.ips
+            if ip.warmup is not None
+        }
+        progress = {
+            r.address: WarmupProgress(r.day, r.on_day)
+            for r in records
+            if schedule_of.get(r.address) == r.schedule
+        }
+        self.admission.load_progress(progress)
+        if not isinstance(self.coordination.counters, LocalCounters):
+            return  # shared counters rebuild from the store themselves
+        share = self.coordination.share
+        days = {utc_day(self.clock())} | {p.on for p in progress.values()}
+        seeds: dict[str, int] = {}
+        for day in days:
+            for (ip, rk), n in (await self.queue.daily_counts(day)).items():
+                mine = -(-n * share // 1)  # this process's share, rounded up
+                seeds[count_key(day, ip, rk)] = int(mine)
+                seeds[count_key(day, ip)] = seeds.get(count_key(day, ip), 0) + int(mine)
+        if seeds:
+            await self.coordination.counters.seed_counts(seeds, (max(days) + 4) * DAY)
+
+    async def _save_warmup(self) -> None:
+        if self.admission is None:
+            return
+        changes = self.admission.take_progress_changes()
+        if not changes:
+            return
+        schedule_of = {
+            ip.address: ip.warmup.schedule
+            for pool in self.config.pools
+            for ip in pool.ips
+            if ip.warmup is not None
+        }
+        records = [
+            WarmupRecord(address, schedule_of[address], p.day, p.on)
+            for address, p in changes.items()
+            if address in schedule_of
+        ]
+        try:
+            await self.queue.save_warmup_progress(records)
+        except Exception:
+            for address, p in changes.items():  # kept for the next pass
+                self.admission.mark_progress_changed(address, p)
+            raise
+
     def _shared_pause(self, ip: str, provider: str, until: float) -> None:
         """A pause raised by any process (pub/sub): close the lanes it covers here too."""
         if until > self.clock():
@@ -248,6 +352,9 @@ class Engine:
         if self._stop_seen_at is not None:
             return
         self._stop_seen_at = time.monotonic()
+        if self.scheduler is not None:
+            for work in self.scheduler.close():
+                self._release(work.message)
         for lane in self._lanes.values():
             for work in lane.close():
                 self._release(work.message)
@@ -328,7 +435,12 @@ class Engine:
                 log.warning("released %d messages claimed by a lost reply", released)
             self._claim_uncertain = False
         want = min(batch_size, high_water - self._inflight)
-        messages = await self.queue.claim(lease, want, self.clock())
+        now = self.clock()
+        skips = self.scheduler.claim_skips(now) if self.scheduler is not None else []
+        if skips:
+            messages = await self.queue.claim(lease, want, now, skips)
+        else:
+            messages = await self.queue.claim(lease, want, now)
         if messages:
             reached("after_claim")
             self._stats.claimed += len(messages)
@@ -383,10 +495,12 @@ class Engine:
             if res.kind != RouteKind.OK:
                 self._route_failure(msg, res, now)
                 continue
+            rk = self.providers.route_key(msg.rcpt_domain, [h.name for h in res.hosts])
             try:
-                pick = self.pools.pick(
-                    msg.pool, self._blocked_for(site_key(res.hosts[0].name), now)
-                )
+                # The platform domain is chosen now (it is signed ahead); the source IP when
+                # a session that admission let open takes the message.
+                pool = self.pools.spec(msg.pool)
+                pick = Pick(pool.name, pool.ips[0], self.pools.pick_domain(msg.pool))
             except NoSourceAvailable as e:
                 # Every IP or domain of the pool is draining or paused: the message waits.
                 self._finish(
@@ -397,6 +511,7 @@ class Engine:
                         counts_attempt=False,
                         retry_at=now + self.config.dispatch.poll_interval * 10,
                         reply_text=str(e),
+                        provider=rk,
                     ),
                 )
                 continue
@@ -414,6 +529,7 @@ class Engine:
                     pick=pick,
                     mail_from=self.verp.address(msg.verp_token, pick.domain.domain),
                     hosts=res.hosts,
+                    route_key=rk,
                 )
             )
         loop = asyncio.get_running_loop()
@@ -429,7 +545,7 @@ class Engine:
                 if self.stopping:
                     break
                 for work in chunk:
-                    self._lane(work, slots).put(work)
+                    self._place(work)
                     placed += 1
             # Stopped while placing: the rest goes back to the queue unstarted.
             for work in ready[placed:]:
@@ -463,6 +579,9 @@ class Engine:
         )
         self.config = new
         self.pools = PoolSet(new.pools)
+        self.providers = ProviderMap(new.providers)
+        if self.admission is not None:
+            self.admission.replace_policy(self._policy(new))
         self.classifier.categories = new.categories
         self.automation.replace_rules(new.automation)
         self._settings = LaneSettings.from_config(new)  # lanes opened from now on
@@ -495,7 +614,14 @@ class Engine:
             d.domain for p in config.pools for d in p.domains if d.state in SENDING_STATES
         }
         released = 0
-        for (address, _host), lane in self._lanes.items():
+        if self.scheduler is not None:
+            # Waiting mail has no IP yet (admission skips drained ones); only its platform
+            # domain may have stopped taking new mail.
+            moved = self.scheduler.remove_if(lambda w: w.pick.domain.domain not in sending_domains)
+            for work in moved:
+                self._release(work.message)
+            released += len(moved)
+        for (address, *_), lane in self._lanes.items():
             works = lane.take_all()
             keep = []
             for work in works:
@@ -526,6 +652,68 @@ class Engine:
                 counts_attempt=False,
                 retry_at=retry,
                 reply_text="postponed: every MX address of the destination at its session cap",
+                provider=work.route_key or None,
+            ),
+        )
+
+    def _place(self, work: Work) -> None:
+        """A signed message goes to its provider's ready queue (admission decides which IP
+        takes it), or, without admission (an engine driven without run()), to a lane."""
+        if self.scheduler is not None:
+            self.scheduler.put(work)
+            return
+        assert self._session_slots is not None
+        self._lane(work, self._session_slots).put(work)
+
+    def _gated_lane(self, source: SourceIp, queue: ReadyQueue, gate: LaneGate) -> Lane:
+        """The lane of `source` to `queue`'s MX site, taking from that shared queue."""
+        key = (source.address, queue.site, queue.pool or "", queue.route_key)
+        lane = self._lanes.get(key)
+        if lane is None or lane.closing:
+            assert self._session_slots is not None
+            lane = Lane(
+                key[:2],
+                self._settings,
+                self._session_slots,
+                self.router.breaker,
+                self._prepare,
+                self._request_mark,
+                self._attempted,
+                self._spawn,
+                self._message_started,
+                addresses=self.address_slots,
+                postpone=self._postpone,
+                ready=queue,
+                gate=gate,
+            )
+            self._lanes[key] = lane
+        return lane
+
+    def _site_full(self, queue: ReadyQueue, wake: Callable[[], None]) -> bool:
+        """Every MX address of `queue`'s site holds its session cap: no session could open
+        (`wake` is called when one frees a slot)."""
+        if not queue:
+            return False
+        addresses = [a for mx in queue[0].hosts for a in mx.addresses]
+        slots = self.address_slots
+        if not addresses or any(slots.held(a) < slots.cap for a in addresses):
+            return False
+        for a in addresses:
+            slots.wait(a, wake)
+        return True
+
+    def _not_now(self, work: Work, due: float, reason: str) -> None:
+        """Back to the store until admission can next succeed; no attempt counted."""
+        msg = work.message
+        self._finish(
+            msg,
+            OutcomeRecord(
+                msg.id,
+                MessageState.QUEUED,
+                counts_attempt=False,
+                retry_at=due,
+                reply_text=reason,
+                provider=work.route_key or None,
             ),
         )
 
@@ -621,10 +809,12 @@ class Engine:
                 result.code,
                 escape_for_log(result.text, 120),  # the server's words: no forged lines
             )
+        if verdict == Verdict.RELEASED and work.admitted_at is not None:
+            self._refund(work)
         if verdict not in (Verdict.DELIVERED, Verdict.RELEASED) and self.automation.rules:
             fired = self.automation.observe(
                 work.pick.source.address,
-                site_key(work.hosts[0].name),
+                work.route_key,
                 result.code,
                 result.text,
                 decision.category,
@@ -644,8 +834,18 @@ class Engine:
             platform_domain=work.pick.domain.domain,
             mx_host=attempt.mx_host,
             category=decision.category,
+            provider=work.route_key or None,
+            tls=attempt.tls,
+            attempted_at=now,
         )
         self._finish(msg, record)
+
+    def _refund(self, work: Work) -> None:
+        """An admitted message that was never attempted gives its day's count back."""
+        admission, at = self.admission, work.admitted_at
+        work.admitted_at = None
+        if admission is not None and at is not None:
+            self._spawn(admission.refund(work.pick.source.address, work.route_key, at))
 
     def _automation_events(self, events: list[AutomationEvent]) -> None:
         """Record what automation did; a pause empties that (IP, provider) lane at once, so
@@ -670,23 +870,15 @@ class Engine:
         """No MAIL for `provider` ("*": any) from `ip` after a pause: its lanes close."""
         paused = [
             key
-            for key in self._lanes
-            if key[0] == ip and provider in (site_key(key[1]), ANY_PROVIDER)
+            for key, lane in self._lanes.items()
+            if key[0] == ip
+            and provider in (lane.route_key or site_key(key[1]), ANY_PROVIDER)
         ]
         for key in paused:
             # Closed: its sessions end after the message they are on; the lane is
             # forgotten so that mail after the pause opens a new one.
             for work in self._lanes.pop(key).close():
                 self._release(work.message)
-
-    def _blocked_for(self, provider: str, now: float) -> Callable[[str], bool]:
-        coord = self.coordination
-        if coord is None or coord.redis is None:
-            return lambda address: self.automation.paused_until(address, provider, now) > now
-        return lambda address: (
-            self.automation.paused_until(address, provider, now) > now
-            or coord.paused_until(address, provider, now) > now
-        )
 
     def _finish(self, msg: ClaimedMessage, record: OutcomeRecord) -> None:
         assert self._outcomes is not None
@@ -759,6 +951,10 @@ class Engine:
             except QueueUnavailable as e:
                 log.warning("recovery pass failed: %s", e)
             self._prune_lanes()
+            try:
+                await self._save_warmup()
+            except Exception as e:
+                log.warning("warmup progress not saved (kept for the next pass): %s", e)
             ticked = self.automation.tick(self.clock())
             if ticked:
                 self._automation_events(ticked)
@@ -787,6 +983,12 @@ class Engine:
     def _shed_waiting(self) -> None:
         """Messages that waited too long on a lane go back to the queue for a while."""
         shed = sum(lane.shed(self._settings.max_wait) for lane in self._lanes.values())
+        if self.scheduler is not None:
+            limit = time.monotonic() - self._settings.max_wait
+            stale = self.scheduler.remove_if(lambda w: w.waiting_since < limit)
+            for work in stale:
+                self._postpone(work, self._settings.busy_delay)
+            shed += len(stale)
         if shed:
             log.warning(
                 "%d messages waited over %gs for a session: postponed",
@@ -799,6 +1001,8 @@ class Engine:
         idle = [k for k, lane in self._lanes.items() if lane.sessions == 0 and not len(lane)]
         for key in idle:
             del self._lanes[key]
+        if self.scheduler is not None:
+            self.scheduler.prune()
 
     async def _shutdown(self, claim: asyncio.Task[None], now: asyncio.Event | None) -> None:
         """Within `shutdown_timeout` of the stop: let the claim loop return its batch, let

@@ -20,19 +20,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from dispatcher.config import Client, Config, StartTls
 from dispatcher.engine.address_slots import AddressSlots
 from dispatcher.engine.deadline import BeforeDot
+from dispatcher.engine.ready import ReadyQueue
 from dispatcher.engine.stop_points import reached
 from dispatcher.routing.circuit import CircuitBreaker
 from dispatcher.routing.router import MxHost
 from dispatcher.smtp import make_session
 from dispatcher.smtp.session import Ahead, MarkAt, Phase, SendResult, Session, SessionTimeouts
-from ip_pools import Pick
+from ip_pools import Decision, Pick
 from queues.protocol import ClaimedMessage
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,8 @@ class Work:
     hosts: tuple[MxHost, ...]
     signed: bytes | None = None  # the signed message, when signed ahead (off the loop)
     waiting_since: float = 0.0  # when it was put on its lane (monotonic)
+    route_key: str = ""  # its provider (or MX site), for admission and the store
+    admitted_at: float | None = None  # when admission counted it (refunded if not attempted)
 
 
 class MessageCommit:
@@ -104,6 +107,41 @@ class Attempt:
     work: Work
     result: SendResult
     mx_host: str | None
+    tls: bool | None = None  # whether the session was under STARTTLS
+
+
+class Gate(Protocol):
+    """Admission for one lane's sessions: its source IP to its provider (see
+    `ip_pools.admission`). A session takes a message only after `admit` said yes."""
+
+    route_key: str
+    messages_per_session: int
+
+    async def admit(self) -> Decision:
+        """One message's allowance for this IP and provider, or when to ask again."""
+
+    def stamp(self, work: Work) -> None:
+        """`work` is taken by this lane: it leaves from this lane's IP."""
+
+    async def refund(self) -> None:
+        """An allowance taken that no message used."""
+
+    def ended(self, holder: str) -> None:
+        """A session of this lane ended (its connection slot goes back)."""
+
+    def more(self) -> None:
+        """The lane could take sessions again (an MX address freed a slot)."""
+
+    def now(self) -> float:
+        """The clock admission's times are on."""
+
+
+@dataclass(slots=True)
+class _Seat:
+    """One session's place in a gated lane: its slot holder id and an unused allowance."""
+
+    holder: str = ""
+    credit: bool = False
 
 
 PrepareFn = Callable[[Work], bytes]  # returns the signed message bytes
@@ -166,6 +204,8 @@ class Lane:
         started: Callable[[], None] | None = None,
         addresses: AddressSlots | None = None,
         postpone: PostponeFn | None = None,
+        ready: ReadyQueue | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.key = key
         self._settings = settings
@@ -181,14 +221,33 @@ class Lane:
         # Every address of the destination held its cap when a session last tried: no new
         # session until one frees a slot (AddressSlots wakes us).
         self._capped = False
-        self._ready: deque[Work] = deque()
-        self._has_work = asyncio.Event()
+        # Shared (with admission: one queue per pool, provider and MX site, taken from by the
+        # lanes of every IP sending there) or this lane's own.
+        self._own = ready is None
+        self._ready: ReadyQueue = ReadyQueue() if ready is None else ready
+        self._has_work = self._ready.has_work
+        self._gate = gate
+        self._per_session = (
+            gate.messages_per_session if gate is not None else settings.messages_per_session
+        )
+        self.route_key = gate.route_key if gate is not None else ""
         self.sessions = 0
         self.busy = 0
         self.closing = False
 
     def __len__(self) -> int:
-        return len(self._ready)
+        return len(self._ready) if self._own else 0
+
+    @property
+    def capped(self) -> bool:
+        """Every MX address of the destination held its session cap at the last try."""
+        return self._capped
+
+    def start(self, holder: str) -> None:
+        """A gated lane: one more session, holding connection slot `holder`."""
+        self.sessions += 1
+        self._ready.sessions += 1
+        self._spawn(self._session_loop(_Seat(holder)))
 
     def put(self, work: Work) -> None:
         work.waiting_since = time.monotonic()
@@ -200,18 +259,21 @@ class Lane:
         """Hand back (postponed, no attempt counted) the messages that waited here longer
         than `older_than` seconds without a session: a destination slower than its share
         (a tarpit behind many names) must not hold the engine's in-flight budget."""
-        if self._postpone is None or not self._ready:
+        if self._postpone is None or not self._ready or not self._own:
             return 0
         limit = time.monotonic() - older_than
         stale = [w for w in self._ready if w.waiting_since < limit]
         if not stale:
             return 0
-        self._ready = deque(w for w in self._ready if w.waiting_since >= limit)
+        self._ready.remove_if(lambda w: w.waiting_since < limit)
         for work in stale:
             self._postpone(work, self._settings.busy_delay)
         return len(stale)
 
     def _grow(self) -> None:
+        if self._gate is not None:
+            self._gate.more()  # admission decides which IP opens the next session
+            return
         idle = self.sessions - self.busy
         if (
             idle < len(self._ready)
@@ -228,41 +290,60 @@ class Lane:
             self._grow()
 
     def take_all(self) -> list[Work]:
-        """Remove every message not yet started; sessions go on (a reload moves them)."""
-        items = list(self._ready)
-        self._ready.clear()
-        return items
+        """Remove every message not yet started; sessions go on (a reload moves them).
+        A shared queue is the engine's to empty."""
+        return self._ready.take_all() if self._own else []
 
     def close(self) -> list[Work]:
         """Stop handing out work at once; returns every message not yet started (shutdown).
         Sessions finish the message they are on, then end."""
         self.closing = True
-        items = list(self._ready)
-        self._ready.clear()
+        items = self._ready.take_all() if self._own else []
         self._has_work.set()  # wake idle sessions so that they leave now
         return items
 
-    async def _next(self) -> Work | None:
+    async def _next(self, seat: _Seat) -> Work | None:
         if self.closing:
             return None
         deadline = time.monotonic() + self._settings.idle_timeout
-        while not self._ready:
-            if self.closing:
-                return None
-            self._has_work.clear()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            try:
-                await asyncio.wait_for(self._has_work.wait(), timeout=min(remaining, 0.05))
-            except TimeoutError:
-                if self._slots.locked():
-                    # Every session slot is taken and this one is idle: free it for a lane
-                    # that has mail waiting.
+        while True:
+            while not self._ready:
+                if self.closing:
                     return None
-        return self._ready.popleft()
+                self._has_work.clear()
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                try:
+                    await asyncio.wait_for(self._has_work.wait(), timeout=min(remaining, 0.05))
+                except TimeoutError:
+                    if self._slots.locked():
+                        # Every session slot is taken and this one is idle: free it for a
+                        # lane that has mail waiting.
+                        return None
+            gate = self._gate
+            if gate is None:
+                return self._ready.popleft()
+            if not seat.credit:
+                decision = await gate.admit()
+                if not decision.ok:
+                    wait = decision.retry_at - gate.now()
+                    if wait > self._settings.idle_timeout:
+                        return None  # not soon: the session ends, the engine decides
+                    await asyncio.sleep(min(max(wait, 0.0), 0.25))
+                    if self.closing:
+                        return None
+                    continue
+                seat.credit = True
+            if not self._ready:
+                continue  # another session took it meanwhile: the allowance is kept
+            seat.credit = False
+            work = self._ready.popleft()
+            gate.stamp(work)
+            return work
 
-    async def _session_loop(self) -> None:
+    async def _session_loop(self, seat: _Seat | None = None) -> None:
+        seat = seat or _Seat()
         session: Session | None = None
         host: MxHost | None = None
         nxt: _Next | None = None  # a look-ahead taken by the previous send
@@ -276,7 +357,7 @@ class Lane:
                         work, ahead_of, nxt = nxt.work, nxt, None
                     else:
                         ahead_of = None
-                        got = await self._next()
+                        got = await self._next(seat)
                         if got is None:
                             break
                         work = got
@@ -314,7 +395,16 @@ class Lane:
                             opened_at = loop.time()
                             if failure is _BUSY:
                                 # Every address at its cap: wait for a slot, not a session.
+                                if self._gate is not None and work.admitted_at is not None:
+                                    work.admitted_at = None
+                                    seat.credit = True  # unused: given back as the session ends
                                 self._ready.appendleft(work)
+                                if self._gate is not None:
+                                    # The site is full, not this IP: the engine opens the
+                                    # next session when an address frees a slot.
+                                    for address in _addresses_of(work):
+                                        self._wait_address(address, self._gate.more)
+                                    break
                                 self._capped = True
                                 for address in _addresses_of(work):
                                     self._wait_address(address)
@@ -336,7 +426,7 @@ class Lane:
                         try:
                             young = loop.time() - opened_at <= self._settings.session_deadline
                             attempt = await self._send(
-                                session, host, work, ahead_of, taken, young=young
+                                session, host, work, ahead_of, taken, seat, young=young
                             )
                         except asyncio.CancelledError:
                             # The shutdown deadline: settle the message before leaving.
@@ -369,14 +459,23 @@ class Lane:
                             nxt = None
                         if (
                             not attempt.result.reusable
-                            or session.sent >= self._settings.messages_per_session
+                            or session.sent >= self._per_session
                         ):
                             await session.close()
                             session = None
+                            if self._gate is not None and nxt is None:
+                                # One connection per gated session: admission chooses the
+                                # IP of the next one (weights steer sessions).
+                                break
                     finally:
                         self.busy -= 1
         finally:
             self.sessions -= 1
+            if self._gate is not None:
+                self._ready.sessions -= 1
+                if seat.credit:
+                    self._spawn(self._gate.refund())
+                self._gate.ended(seat.holder)
             if nxt is not None:
                 # Cancelled with a look-ahead taken: it never reached its dot.
                 nxt.commit.cancel()
@@ -391,9 +490,9 @@ class Lane:
         if self._addresses is not None:
             self._addresses.release(address)
 
-    def _wait_address(self, address: str) -> None:
+    def _wait_address(self, address: str, wake: Callable[[], None] | None = None) -> None:
         if self._addresses is not None:
-            self._addresses.wait(address, self.kick)
+            self._addresses.wait(address, wake or self.kick)
 
     async def _open(
         self, work: Work
@@ -469,6 +568,7 @@ class Lane:
         work: Work,
         ahead_of: _Next | None,
         taken: list[_Next],
+        seat: _Seat,
         *,
         young: bool = True,
     ) -> Attempt:
@@ -478,7 +578,7 @@ class Lane:
         deadline = self._settings.message_deadline
         guard = BeforeDot(asyncio.get_running_loop().time() + deadline, lambda: session.dot_written)
         async with guard:
-            return await self._send_now(session, host, work, ahead_of, taken, young)
+            return await self._send_now(session, host, work, ahead_of, taken, seat, young)
         # The deadline passed before the dot was written: the client dropped the link.
         text = f"message deadline ({deadline:g}s) passed before the final dot"
         return Attempt(work, SendResult(Phase.DATA, None, text, reusable=False), host.name)
@@ -490,6 +590,7 @@ class Lane:
         work: Work,
         ahead_of: _Next | None,
         taken: list[_Next],
+        seat: _Seat,
         young: bool,
     ) -> Attempt:
         if ahead_of is not None:
@@ -508,12 +609,15 @@ class Lane:
             result = await session.send(
                 work.mail_from, msg.rcpt, body, commit, smtputf8=msg.smtputf8
             )
-            return Attempt(work, result, host.name)
+            return Attempt(work, result, host.name, session.tls_active)
         pipelined = session
+        if self._gate is not None and self._ready and not seat.credit:
+            # The look-ahead is taken just before the dot, without waiting: admit it now.
+            seat.credit = (await self._gate.admit()).ok
 
         def ahead() -> Ahead | None:
             # Called by the session just before it writes this message's dot.
-            nxt = self._take_ahead(pipelined)
+            nxt = self._take_ahead(pipelined, seat)
             if nxt is None:
                 return None
             taken.append(nxt)
@@ -523,9 +627,9 @@ class Lane:
         result = await session.send(
             work.mail_from, msg.rcpt, body, commit, smtputf8=msg.smtputf8, ahead=ahead
         )
-        return Attempt(work, result, host.name)
+        return Attempt(work, result, host.name, session.tls_active)
 
-    def _take_ahead(self, session: Session) -> _Next | None:
+    def _take_ahead(self, session: Session, seat: _Seat) -> _Next | None:
         """The next ready message to pipeline behind this one (its MAIL goes out with this
         message's dot; its mark is asked for after its own body); None when sending ahead
         does not apply."""
@@ -534,7 +638,8 @@ class Lane:
             or self.closing
             or not session.pipelining
             # Never on the session's last message: the look-ahead would have no session.
-            or session.sent + 2 > self._settings.messages_per_session
+            or session.sent + 2 > self._per_session
+            or (self._gate is not None and not seat.credit)
         ):
             return None
         work = self._ready[0]
@@ -543,6 +648,9 @@ class Lane:
         except ValueError:
             return None  # it fails on its own turn, without a look-ahead
         self._ready.popleft()
+        if self._gate is not None:
+            seat.credit = False
+            self._gate.stamp(work)
         if self._started is not None:
             self._started()
         return _Next(work, body, MessageCommit(self._mark, work.message.id))

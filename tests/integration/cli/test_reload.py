@@ -48,7 +48,14 @@ async def test_reload_rejects_an_invalid_edit_and_drains_an_ip_mid_run(
     path = write_config(
         tmp_path,
         sink_port=server.port,
-        dispatch={"max_sessions": 6, "sessions_per_host": 6, "claim_batch": 50},
+        # Short sessions: admission opens many, each from an IP chosen by weight, so every
+        # IP carries mail before the drain.
+        dispatch={
+            "max_sessions": 6,
+            "sessions_per_host": 6,
+            "claim_batch": 50,
+            "messages_per_session": 10,
+        },
     )
     good = path.read_text(encoding="utf-8")
     rt = await Runtime.open(load_config(path))

@@ -114,9 +114,14 @@ async def test_550_571_is_deferred_not_bounced(run_against: RunAgainst) -> None:
 
 
 async def test_weighted_source_ips_are_really_bound(run_against: RunAgainst) -> None:
-    _rt, sink, _ = await run_against({}, n=60, ips=(("127.0.0.2", 2), ("127.0.0.3", 1)))
+    # Weights steer sessions (admission opens each from an IP chosen by weight; issue 12),
+    # not each message: short sessions make many choices, so the split is near 2:1.
+    _rt, sink, _ = await run_against(
+        {}, n=60, ips=(("127.0.0.2", 2), ("127.0.0.3", 1)), dispatch={"messages_per_session": 3}
+    )
     peers = [r.peer for r in sink.accepted()]
-    assert peers.count("127.0.0.2") == 40 and peers.count("127.0.0.3") == 20
+    assert len(peers) == 60 and set(peers) == {"127.0.0.2", "127.0.0.3"}
+    assert 30 <= peers.count("127.0.0.2") <= 50, peers.count("127.0.0.2")
 
 
 async def test_bad_payload_stores_nothing(
