@@ -202,6 +202,10 @@ class Engine:
             stop.set()
             self._begin_stop()
             await self._shutdown(claim, now)
+            try:
+                await self._save_warmup()
+            except Exception as e:
+                log.warning("warmup progress not saved at stop: %s", e)
             for task in side:
                 task.cancel()
             await asyncio.gather(*side, return_exceptions=True)

@@ -22,8 +22,11 @@ def make_config(
     streams: dict[str, Any] | None = None,
     queue: dict[str, Any] | None = None,
     key_dir: Path | None = None,
+    ip_fields: dict[str, dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Config:
-    """A config with one account, one pool, RSA keys created on first use in `key_dir`."""
+    """A config with one account, one pool, RSA keys created on first use in `key_dir`;
+    `ip_fields` adds keys to an IP's table (state, warmup), `extra` whole sections."""
     keys = key_dir or tmp / "keys"
     raw: dict[str, Any] = {
         "state_dir": str(tmp / "state"),
@@ -48,7 +51,12 @@ def make_config(
             {
                 "name": "main",
                 "ips": [
-                    {"address": a, "ehlo": f"mta{i}.platform.example", "weight": w}
+                    {
+                        "address": a,
+                        "ehlo": f"mta{i}.platform.example",
+                        "weight": w,
+                        **(ip_fields or {}).get(a, {}),
+                    }
                     for i, (a, w) in enumerate(ips)
                 ],
                 "domains": [{"domain": d, "weight": 1} for d in PLATFORM],
@@ -56,6 +64,7 @@ def make_config(
         ],
         "streams": streams or {},
         "routes": routes or {},
+        **(extra or {}),  # more sections: providers, shaping, warmup, ...
     }
     return parse_config(raw, base_dir=tmp)
 
